@@ -1,0 +1,75 @@
+"""Error taxonomy shared by every layer.
+
+The split mirrors kopf's table of retried API errors: only :class:`TransientError` is ever retried
+(connection errors, timeouts, 5xx). Everything else fails at once with a message that names what
+was wrong, so a retried task never repeats a write that was refused for a reason.
+"""
+
+from __future__ import annotations
+
+
+class ScalewiseError(Exception):
+    """Base class of every error scalewise raises on purpose."""
+
+
+class TransientError(ScalewiseError):
+    """The orchestrator or a metric source could not be reached or answered 5xx/timeout: retry."""
+
+
+class PermanentError(ScalewiseError):
+    """A 4xx-class refusal or a bad request: retrying cannot help."""
+
+
+class ConflictError(ScalewiseError):
+    """A write carried a stale observed version and was rejected (HTTP 409 / Swarm 'out of sequence').
+
+    Callers re-read the state and decide again; they never blindly resend the same write.
+    """
+
+
+class NotFoundError(PermanentError):
+    """The workload does not exist on its target."""
+
+
+class ForbiddenError(PermanentError):
+    """The orchestrator refused the action for lack of permission (HTTP 401/403)."""
+
+
+class OwnershipError(PermanentError):
+    """Another controller (an HPA, KEDA, a different manager) already scales this workload."""
+
+
+class SpecError(PermanentError):
+    """A workload spec, a flow parameter or a request is invalid.
+
+    ``source`` names the file (or 'parameter', 'request'), ``field`` the dotted field path.
+    """
+
+    def __init__(self, source: str, field: str, reason: str) -> None:
+        self.source = source
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{source}: {field}: {reason}" if field else f"{source}: {reason}")
+
+
+class RolloutFailed(ScalewiseError):
+    """A rolling update did not converge (health check failed, deadline passed) and was rolled back."""
+
+    def __init__(self, workload: str, reason: str, rolled_back_to: int | None = None) -> None:
+        self.workload = workload
+        self.reason = reason
+        self.rolled_back_to = rolled_back_to
+        tail = f"; rolled back to revision {rolled_back_to}" if rolled_back_to is not None else ""
+        super().__init__(f"rolling update of {workload!r} failed: {reason}{tail}")
+
+
+class ConvergenceTimeout(TransientError):
+    """The workload did not reach the desired state within the bounded wait."""
+
+
+class StaleObservation(PermanentError):
+    """A run was asked to act on an observation older than the configured maximum age."""
+
+
+class LockUnavailable(PermanentError):
+    """The per-workload concurrency limit is missing or could not be acquired."""

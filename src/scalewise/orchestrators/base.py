@@ -1,0 +1,62 @@
+"""The one small protocol every orchestrator adapter implements (like a KEDA scaler interface).
+
+Rules every adapter follows:
+- Writes are absolute (``set_replicas(5)``, never ``+1``) and carry the observed ``version``; a stale
+  version raises ConflictError and nothing is written, so a retried task is idempotent.
+- Connection errors, timeouts and 5xx raise TransientError; 4xx-class refusals raise PermanentError
+  (or a subclass) with a message naming the object and the reason.
+- ``apply`` creates or updates the workload to match the spec and is safe to repeat.
+- ``update_image`` starts a rolling update and returns; ``wait_converged`` waits for it (bounded).
+- ``rollback`` goes to the previous revision, or to a named one from ``revisions``; it is a no-op
+  returning the current state if the workload already runs that revision's image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.spec import WorkloadSpec
+
+ProgressFn = Callable[[WorkloadState], None]
+
+
+@runtime_checkable
+class Orchestrator(Protocol):
+    target: str
+
+    def read(self, spec: WorkloadSpec) -> WorkloadState:
+        """Current state; NotFoundError if the workload does not exist."""
+        ...
+
+    def exists(self, spec: WorkloadSpec) -> bool: ...
+
+    def apply(self, spec: WorkloadSpec, replicas: int | None = None) -> WorkloadState:
+        """Create the workload or update it to match ``spec`` (replicas: keep current unless given;
+        on create default to ``spec.replicas.start``)."""
+        ...
+
+    def set_replicas(self, spec: WorkloadSpec, replicas: int, expected_version: str) -> WorkloadState: ...
+
+    def update_image(self, spec: WorkloadSpec, image: str, expected_version: str) -> WorkloadState: ...
+
+    def rollback(
+        self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
+    ) -> WorkloadState: ...
+
+    def wait_converged(
+        self,
+        spec: WorkloadSpec,
+        timeout_s: float,
+        poll_s: float = 0.5,
+        on_progress: ProgressFn | None = None,
+    ) -> ConvergeResult: ...
+
+    def revisions(self, spec: WorkloadSpec) -> list[Revision]: ...
+
+    def remove(self, spec: WorkloadSpec) -> None:
+        """Delete the workload and everything it owns; no error if it is already gone."""
+        ...
+
+    def close(self) -> None: ...
