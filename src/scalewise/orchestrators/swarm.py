@@ -1,0 +1,611 @@
+"""Docker Swarm adapter: one workload is one replicated Swarm service of the same name.
+
+Only this module and ``engine.py`` import the ``docker`` SDK.
+
+Writes
+------
+Every write goes through the low-level ``APIClient.update_service(..., version=...)`` with the
+*full* current service spec, modified (``TaskTemplate.ForceUpdate``, networks, placement... are kept),
+and carries the observed ``Version.Index``. The ``version`` token of :class:`WorkloadState` is
+``str(Version.Index)``. A write whose ``expected_version`` differs from the index read just before
+it raises :class:`ConflictError` without writing; if another writer slips in between that read and
+the write, dockerd answers "update out of sequence", which maps to :class:`ConflictError` too.
+
+Error mapping (kopf-style; only ``TransientError`` is ever retried)
+-------------------------------------------------------------------
+==========================================================  =====================================
+What the SDK raised                                         What the adapter raises
+==========================================================  =====================================
+``requests`` ConnectionError / Timeout (connect or read)    TransientError
+``DockerException`` wrapping a connection error             TransientError
+(e.g. the engine cannot be reached when the client is
+created)
+APIError 5xx whose message says "update out of sequence"    ConflictError
+APIError 5xx (anything else)                                TransientError
+APIError 404 / ``NotFound``                                 NotFoundError
+``ImageNotFound``                                           PermanentError
+APIError 409                                                ConflictError
+APIError 401 / 403                                          ForbiddenError (a PermanentError)
+APIError other 4xx                                          PermanentError (server's message)
+==========================================================  =====================================
+
+State
+-----
+- ``desired_replicas``: ``Spec.Mode.Replicated.Replicas``.
+- Tasks are listed with ``desired-state=running`` (the ``docker service ps`` equivalent), so tasks
+  being shut down by a rolling update are not counted.
+- ``running_replicas``: those tasks whose ``Status.State`` is ``starting`` or ``running`` (the
+  container is up, maybe not yet healthy).
+- ``ready_replicas``: those tasks whose ``Status.State`` is ``running``, minus tasks whose container
+  the engine currently reports ``unhealthy``. Swarm only moves a task with a health check from
+  ``starting`` to ``running`` after its container reported *healthy* once (the executor waits for
+  the ``health_status: healthy`` event before it marks the task running and adds it to the service's
+  load-balancer), so ``running`` already means "passed its health check". A container that later
+  turns unhealthy is caught by one extra ``containers.list(health=unhealthy)`` call (the engine keeps
+  the service-id label on every task container; on a multi-node swarm only local ones are seen, and
+  Swarm replaces unhealthy tasks itself anyway).
+- ``updated_replicas``: running tasks whose task spec (image, container spec, ForceUpdate) equals
+  the service's current ``TaskTemplate``.
+- ``updating`` / ``update_state``: from ``UpdateStatus.State`` (``updating``, ``paused``,
+  ``completed``, ``rollback_started``, ``rollback_paused``, ``rollback_completed``).
+
+Revision history
+----------------
+Swarm itself only keeps ``PreviousSpec``. The adapter keeps its own history in two service labels:
+``scalewise.revisions`` (compact JSON list of ``{"n": int, "image": str, "at": iso-time}``, newest
+last, capped at :data:`MAX_REVISIONS`) and ``scalewise.revision`` (the current number). Labels are
+part of the service spec, so history and image change in the same versioned write, survive adapter
+restarts and are read by any new adapter instance. ``rollback`` is a normal versioned update to an
+earlier revision's image that appends a *new* entry (like ``kubectl rollout undo``). When Swarm's
+own ``failure_action: rollback`` reverts a failed update, it restores the whole previous spec,
+labels included, so the history then no longer lists the failed revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from scalewise.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
+from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.orchestrators.base import ProgressFn
+from scalewise.spec import UpdateStrategy, WorkloadSpec
+
+LABEL_WORKLOAD = "scalewise.workload"
+LABEL_MANAGED = "scalewise.managed"
+LABEL_REVISIONS = "scalewise.revisions"
+LABEL_REVISION = "scalewise.revision"
+LABEL_SPEC_HASH = "scalewise.spec-hash"
+MAX_REVISIONS = 20
+DEFAULT_TIMEOUT_S = 30
+NS = 1_000_000_000
+
+_UPDATING_STATES = frozenset({"updating", "rollback_started"})
+_T = TypeVar("_T")
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * NS)
+
+
+def _is_connection_error(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        if isinstance(exc, ConnectionError | TimeoutError | FileNotFoundError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def map_docker_error(exc: BaseException, what: str) -> Exception:
+    """Translate an SDK/transport exception into the scalewise taxonomy (see the module table)."""
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return TransientError(f"{what}: Docker engine unreachable: {exc}")
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return PermanentError(f"{what}: image not found: {exc.explanation or exc}")
+    if isinstance(exc, docker.errors.APIError):
+        status = exc.status_code or 0
+        message = str(exc.explanation or exc)
+        if "out of sequence" in message:
+            return ConflictError(f"{what}: the service changed since it was read ({message})")
+        if status >= 500:
+            return TransientError(f"{what}: Docker engine error {status}: {message}")
+        if status == 404:
+            return NotFoundError(f"{what}: not found: {message}")
+        if status == 409:
+            return ConflictError(f"{what}: conflict: {message}")
+        if status in (401, 403):
+            return ForbiddenError(f"{what}: refused ({status}): {message}")
+        if status:
+            return PermanentError(f"{what}: refused ({status}): {message}")
+        return TransientError(f"{what}: Docker engine error: {message}")
+    if isinstance(exc, docker.errors.DockerException):
+        if _is_connection_error(exc.__cause__ or exc.__context__) or "Connection" in str(exc):
+            return TransientError(f"{what}: Docker engine unreachable: {exc}")
+        return PermanentError(f"{what}: {exc}")
+    if _is_connection_error(exc):
+        return TransientError(f"{what}: Docker engine unreachable: {exc}")
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        raise map_docker_error(exc, what) from exc
+
+
+def _update_config(update: UpdateStrategy, rollback: bool) -> dict[str, Any]:
+    failure_action = update.failure_action
+    if rollback and failure_action == "rollback":
+        # A failing rollback cannot itself be rolled back: stop and let a human look.
+        failure_action = "pause"
+    return {
+        "Parallelism": update.parallelism,
+        "Delay": _ns(update.delay),
+        "FailureAction": failure_action,
+        "Monitor": _ns(update.monitor),
+        "MaxFailureRatio": update.max_failure_ratio,
+        "Order": update.order,
+    }
+
+
+def _parse_history(labels: dict[str, str], image: str) -> list[Revision]:
+    raw = labels.get(LABEL_REVISIONS)
+    result: list[Revision] = []
+    if raw:
+        try:
+            entries = json.loads(raw)
+            for entry in entries:
+                at = entry.get("at")
+                result.append(
+                    Revision(
+                        number=int(entry["n"]),
+                        image=str(entry["image"]),
+                        created_at=datetime.fromisoformat(at) if at else None,
+                        spec_hash=entry.get("h"),
+                    )
+                )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            result = []
+    if not result:
+        result = [Revision(number=1, image=image)]
+    return result
+
+
+def _dump_history(history: list[Revision]) -> str:
+    entries = []
+    for rev in history[-MAX_REVISIONS:]:
+        entry: dict[str, Any] = {"n": rev.number, "image": rev.image}
+        if rev.created_at is not None:
+            entry["at"] = rev.created_at.isoformat(timespec="seconds")
+        if rev.spec_hash:
+            entry["h"] = rev.spec_hash
+        entries.append(entry)
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def _current_revision(labels: dict[str, str], history: list[Revision]) -> int:
+    try:
+        return max(1, int(labels.get(LABEL_REVISION, "")))
+    except ValueError:
+        return history[-1].number
+
+
+class SwarmOrchestrator:
+    """The :class:`~scalewise.orchestrators.base.Orchestrator` for a Docker Swarm (manager node)."""
+
+    target = "swarm"
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.api: docker.APIClient = client.api
+
+    @classmethod
+    def from_env(cls, timeout_s: float = DEFAULT_TIMEOUT_S) -> SwarmOrchestrator:
+        """Configured from DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, like the docker CLI."""
+        with _mapped("connecting to the Docker engine"):
+            return cls(docker.from_env(timeout=int(timeout_s)))
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ----------------------------------------------------------------------------- reading
+
+    def _what(self, spec: WorkloadSpec, action: str) -> str:
+        return f"swarm service {spec.name!r}: {action}"
+
+    def _inspect(self, name: str) -> dict[str, Any]:
+        with _mapped(f"swarm service {name!r}: inspect"):
+            service: dict[str, Any] = self.api.inspect_service(name)
+        return service
+
+    def _call(self, what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        with _mapped(what):
+            return fn(*args, **kwargs)
+
+    def exists(self, spec: WorkloadSpec) -> bool:
+        try:
+            self._inspect(spec.name)
+        except NotFoundError:
+            return False
+        return True
+
+    def read(self, spec: WorkloadSpec) -> WorkloadState:
+        return self._state(spec.name, self._inspect(spec.name))
+
+    def _state(self, name: str, service: dict[str, Any]) -> WorkloadState:
+        svc_spec = service["Spec"]
+        mode = svc_spec.get("Mode") or {}
+        if "Replicated" not in mode:
+            raise PermanentError(f"swarm service {name!r}: not a replicated service (mode {list(mode)})")
+        desired = int((mode["Replicated"] or {}).get("Replicas", 0) or 0)
+        template = svc_spec.get("TaskTemplate") or {}
+        cspec = template.get("ContainerSpec") or {}
+        image = str(cspec.get("Image", "")).split("@", 1)[0]
+        labels: dict[str, str] = svc_spec.get("Labels") or {}
+        history = _parse_history(labels, image)
+        revision = _current_revision(labels, history)
+
+        what = f"swarm service {name!r}: list tasks"
+        tasks: list[dict[str, Any]] = self._call(
+            what, self.api.tasks, filters={"service": service["ID"], "desired-state": "running"}
+        )
+        # A task filter by service accepts name prefixes; keep only this service's tasks.
+        tasks = [t for t in tasks if t.get("ServiceID") == service["ID"]]
+        unhealthy: set[str] = set()
+        if cspec.get("Healthcheck"):
+            containers = self._call(
+                f"swarm service {name!r}: list unhealthy containers",
+                self.api.containers,
+                filters={"label": f"com.docker.swarm.service.id={service['ID']}", "health": "unhealthy"},
+            )
+            unhealthy = {c["Id"] for c in containers}
+        running = ready = updated = 0
+        for task in tasks:
+            status = task.get("Status") or {}
+            state = status.get("State")
+            if state not in ("starting", "running"):
+                continue
+            running += 1
+            container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
+            if state == "running" and container_id not in unhealthy:
+                ready += 1
+            if self._task_is_current(task, template):
+                updated += 1
+
+        update_status = service.get("UpdateStatus") or {}
+        update_state = update_status.get("State")
+        message = update_status.get("Message") or None
+        return WorkloadState(
+            name=name,
+            target=self.target,
+            desired_replicas=desired,
+            ready_replicas=ready,
+            running_replicas=running,
+            updated_replicas=updated,
+            image=image,
+            revision=revision,
+            version=str(service["Version"]["Index"]),
+            updating=update_state in _UPDATING_STATES,
+            update_state=update_state,
+            message=message,
+        )
+
+    @staticmethod
+    def _task_is_current(task: dict[str, Any], template: dict[str, Any]) -> bool:
+        tspec = task.get("Spec") or {}
+        if (tspec.get("ForceUpdate") or 0) != (template.get("ForceUpdate") or 0):
+            return False
+        return bool(tspec.get("ContainerSpec") == template.get("ContainerSpec"))
+
+    def revisions(self, spec: WorkloadSpec) -> list[Revision]:
+        service = self._inspect(spec.name)
+        svc_spec = service["Spec"]
+        image = str(svc_spec["TaskTemplate"]["ContainerSpec"].get("Image", "")).split("@", 1)[0]
+        return _parse_history(svc_spec.get("Labels") or {}, image)
+
+    # ----------------------------------------------------------------------------- rendering
+
+    def _render(self, spec: WorkloadSpec) -> dict[str, Any]:
+        """The service fields scalewise owns (everything but replicas and revision labels)."""
+        cspec: dict[str, Any] = {
+            "Image": spec.image,
+            "Labels": {LABEL_WORKLOAD: spec.name, LABEL_MANAGED: "true"},
+            "StopGracePeriod": _ns(spec.stop_grace_period),
+        }
+        if spec.command:
+            cspec["Command"] = list(spec.command)
+        if spec.env:
+            cspec["Env"] = [f"{k}={v}" for k, v in sorted(spec.env.items())]
+        if spec.healthcheck is not None:
+            hc = spec.healthcheck
+            cspec["Healthcheck"] = {
+                "Test": ["CMD-SHELL", hc.command],
+                "Interval": _ns(hc.interval),
+                "Timeout": _ns(hc.timeout),
+                "Retries": hc.retries,
+                "StartPeriod": _ns(hc.start_period),
+            }
+        endpoint: dict[str, Any] = {"Mode": "vip"}
+        if spec.ports:
+            ports = []
+            for port in spec.ports:
+                entry: dict[str, Any] = {
+                    "Protocol": port.protocol,
+                    "TargetPort": port.container,
+                    "PublishMode": "ingress",
+                }
+                if port.published is not None:
+                    entry["PublishedPort"] = port.published
+                ports.append(entry)
+            endpoint["Ports"] = ports
+        return {
+            "ContainerSpec": cspec,
+            "RestartPolicy": {"Condition": "any", "Delay": _ns(1.0), "MaxAttempts": 0},
+            "UpdateConfig": _update_config(spec.update, rollback=False),
+            "RollbackConfig": _update_config(spec.update, rollback=True),
+            "EndpointSpec": endpoint,
+            "Labels": {**spec.labels, LABEL_WORKLOAD: spec.name, LABEL_MANAGED: "true"},
+        }
+
+    @staticmethod
+    def _hash(rendered: dict[str, Any]) -> str:
+        blob = json.dumps(rendered, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    # ----------------------------------------------------------------------------- writing
+
+    def _write(self, name: str, service: dict[str, Any], new_spec: dict[str, Any], version: int) -> None:
+        what = f"swarm service {name!r}: update"
+        with _mapped(what):
+            self.api.update_service(
+                service["ID"],
+                version=version,
+                name=new_spec["Name"],
+                labels=new_spec.get("Labels") or {},
+                mode=new_spec.get("Mode"),
+                task_template=new_spec.get("TaskTemplate"),
+                update_config=new_spec.get("UpdateConfig"),
+                rollback_config=new_spec.get("RollbackConfig"),
+                endpoint_spec=new_spec.get("EndpointSpec"),
+            )
+
+    def _checked(self, spec: WorkloadSpec, expected_version: str | None) -> tuple[dict[str, Any], int]:
+        service = self._inspect(spec.name)
+        index = int(service["Version"]["Index"])
+        if expected_version is not None and str(index) != str(expected_version):
+            raise ConflictError(
+                f"swarm service {spec.name!r}: observed version {expected_version} is stale"
+                f" (now {index}); re-read and decide again"
+            )
+        return service, index
+
+    def _labels_with_revision(
+        self, labels: dict[str, str], current_image: str, new_image: str, spec_hash: str | None
+    ) -> tuple[dict[str, str], int]:
+        history = _parse_history(labels, current_image)
+        number = max(r.number for r in history) + 1
+        history.append(
+            Revision(number=number, image=new_image, created_at=datetime.now(UTC), spec_hash=spec_hash)
+        )
+        out = dict(labels)
+        out[LABEL_REVISIONS] = _dump_history(history)
+        out[LABEL_REVISION] = str(number)
+        return out, number
+
+    def apply(self, spec: WorkloadSpec, replicas: int | None = None) -> WorkloadState:
+        if replicas is not None and replicas < 0:
+            raise PermanentError(f"swarm service {spec.name!r}: replicas cannot be negative ({replicas})")
+        rendered = self._render(spec)
+        spec_hash = self._hash(rendered)
+        try:
+            service = self._inspect(spec.name)
+        except NotFoundError:
+            return self._create(spec, rendered, spec_hash, replicas)
+        svc_spec: dict[str, Any] = json.loads(json.dumps(service["Spec"]))
+        labels: dict[str, str] = svc_spec.get("Labels") or {}
+        mode = svc_spec.get("Mode") or {}
+        if "Replicated" not in mode:
+            raise PermanentError(f"swarm service {spec.name!r}: exists but is not a replicated service")
+        current_replicas = int((mode["Replicated"] or {}).get("Replicas", 0) or 0)
+        want_replicas = current_replicas if replicas is None else replicas
+        if labels.get(LABEL_SPEC_HASH) == spec_hash and want_replicas == current_replicas:
+            return self._state(spec.name, service)
+        template = svc_spec.get("TaskTemplate") or {}
+        current_image = str((template.get("ContainerSpec") or {}).get("Image", "")).split("@", 1)[0]
+        new_labels = {k: v for k, v in labels.items() if k.startswith("scalewise.")}
+        new_labels.update(rendered["Labels"])
+        new_labels[LABEL_SPEC_HASH] = spec_hash
+        if current_image != spec.image:
+            new_labels, _ = self._labels_with_revision(new_labels, current_image, spec.image, spec_hash)
+        elif LABEL_REVISIONS not in new_labels:
+            history = _parse_history(new_labels, current_image)
+            new_labels[LABEL_REVISIONS] = _dump_history(history)
+            new_labels[LABEL_REVISION] = str(history[-1].number)
+        new_template = dict(template)
+        new_template["ContainerSpec"] = rendered["ContainerSpec"]
+        new_template["RestartPolicy"] = rendered["RestartPolicy"]
+        svc_spec["TaskTemplate"] = new_template
+        svc_spec["Labels"] = new_labels
+        svc_spec["Mode"] = {"Replicated": {"Replicas": want_replicas}}
+        svc_spec["UpdateConfig"] = rendered["UpdateConfig"]
+        svc_spec["RollbackConfig"] = rendered["RollbackConfig"]
+        svc_spec["EndpointSpec"] = rendered["EndpointSpec"]
+        self._write(spec.name, service, svc_spec, int(service["Version"]["Index"]))
+        return self.read(spec)
+
+    def _create(
+        self, spec: WorkloadSpec, rendered: dict[str, Any], spec_hash: str, replicas: int | None
+    ) -> WorkloadState:
+        count = spec.replicas.start if replicas is None else replicas
+        history = [Revision(number=1, image=spec.image, created_at=datetime.now(UTC), spec_hash=spec_hash)]
+        labels = {
+            **rendered["Labels"],
+            LABEL_SPEC_HASH: spec_hash,
+            LABEL_REVISIONS: _dump_history(history),
+            LABEL_REVISION: "1",
+        }
+        template = {"ContainerSpec": rendered["ContainerSpec"], "RestartPolicy": rendered["RestartPolicy"]}
+        with _mapped(self._what(spec, "create")):
+            self.api.create_service(
+                template,
+                name=spec.name,
+                labels=labels,
+                mode={"Replicated": {"Replicas": count}},
+                update_config=rendered["UpdateConfig"],
+                rollback_config=rendered["RollbackConfig"],
+                endpoint_spec=rendered["EndpointSpec"],
+            )
+        return self.read(spec)
+
+    def set_replicas(self, spec: WorkloadSpec, replicas: int, expected_version: str) -> WorkloadState:
+        if replicas < 0:
+            raise PermanentError(f"swarm service {spec.name!r}: replicas cannot be negative ({replicas})")
+        service, index = self._checked(spec, expected_version)
+        svc_spec: dict[str, Any] = json.loads(json.dumps(service["Spec"]))
+        if "Replicated" not in (svc_spec.get("Mode") or {}):
+            raise PermanentError(f"swarm service {spec.name!r}: not a replicated service, cannot scale")
+        svc_spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+        self._write(spec.name, service, svc_spec, index)
+        return self.read(spec)
+
+    def _set_image(
+        self, spec: WorkloadSpec, service: dict[str, Any], index: int, image: str
+    ) -> WorkloadState:
+        svc_spec: dict[str, Any] = json.loads(json.dumps(service["Spec"]))
+        template = svc_spec.setdefault("TaskTemplate", {})
+        cspec = template.setdefault("ContainerSpec", {})
+        current_image = str(cspec.get("Image", "")).split("@", 1)[0]
+        labels: dict[str, str] = svc_spec.get("Labels") or {}
+        new_labels, _ = self._labels_with_revision(labels, current_image, image, None)
+        if LABEL_SPEC_HASH in new_labels:
+            # The owned spec now differs from the last applied one: a later apply must write.
+            new_labels[LABEL_SPEC_HASH] = "image-" + hashlib.sha256(image.encode()).hexdigest()[:8]
+        cspec["Image"] = image
+        svc_spec["Labels"] = new_labels
+        self._write(spec.name, service, svc_spec, index)
+        return self.read(spec)
+
+    def update_image(self, spec: WorkloadSpec, image: str, expected_version: str) -> WorkloadState:
+        try:
+            spec.with_image(image)
+        except ValueError as exc:
+            raise PermanentError(f"swarm service {spec.name!r}: bad image {image!r}: {exc}") from None
+        service, index = self._checked(spec, expected_version)
+        current = str(service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Image", "")).split("@", 1)[0]
+        if current == image:
+            return self._state(spec.name, service)
+        return self._set_image(spec, service, index, image)
+
+    def rollback(
+        self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
+    ) -> WorkloadState:
+        service, index = self._checked(spec, expected_version)
+        svc_spec = service["Spec"]
+        labels: dict[str, str] = svc_spec.get("Labels") or {}
+        current_image = str(svc_spec["TaskTemplate"]["ContainerSpec"].get("Image", "")).split("@", 1)[0]
+        history = _parse_history(labels, current_image)
+        if to_revision is None:
+            current = _current_revision(labels, history)
+            earlier = [r for r in history if r.number < current]
+            if not earlier:
+                raise PermanentError(
+                    f"swarm service {spec.name!r}: no earlier revision to roll back to"
+                    f" (known: {', '.join(str(r.number) for r in history)})"
+                )
+            target = earlier[-1]
+        else:
+            found = [r for r in history if r.number == to_revision]
+            if not found:
+                known = ", ".join(f"{r.number} ({r.image})" for r in history)
+                raise PermanentError(
+                    f"swarm service {spec.name!r}: unknown revision {to_revision} (known: {known})"
+                )
+            target = found[0]
+        if target.image == current_image:
+            return self._state(spec.name, service)
+        return self._set_image(spec, service, index, target.image)
+
+    def remove(self, spec: WorkloadSpec) -> None:
+        try:
+            with _mapped(self._what(spec, "remove")):
+                self.api.remove_service(spec.name)
+        except NotFoundError:
+            return
+
+    # ----------------------------------------------------------------------------- waiting
+
+    def wait_converged(
+        self,
+        spec: WorkloadSpec,
+        timeout_s: float,
+        poll_s: float = 0.5,
+        on_progress: ProgressFn | None = None,
+    ) -> ConvergeResult:
+        start = time.monotonic()
+        deadline = start + max(0.0, timeout_s)
+        while True:
+            state = self.read(spec)
+            if on_progress is not None:
+                on_progress(state)
+            elapsed = time.monotonic() - start
+            steady = (
+                state.desired_replicas == state.ready_replicas == state.updated_replicas
+                and state.running_replicas == state.desired_replicas
+            )
+            if state.update_state in ("rollback_completed", "rollback_paused"):
+                if steady or state.update_state == "rollback_paused" or time.monotonic() >= deadline:
+                    return ConvergeResult(
+                        converged=False,
+                        state=state,
+                        reason="rolled_back",
+                        detail=state.message or f"Swarm update state {state.update_state}",
+                        elapsed_s=elapsed,
+                    )
+            elif state.update_state == "paused":
+                return ConvergeResult(
+                    converged=False,
+                    state=state,
+                    reason="update_failed",
+                    detail=state.message or "Swarm paused the update",
+                    elapsed_s=elapsed,
+                )
+            elif steady and not state.updating:
+                return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
+            now = time.monotonic()
+            if now >= deadline:
+                return ConvergeResult(
+                    converged=False,
+                    state=state,
+                    reason="timeout",
+                    detail=(
+                        f"after {timeout_s:g}s: desired {state.desired_replicas}, ready"
+                        f" {state.ready_replicas}, updated {state.updated_replicas}"
+                        f" (update state {state.update_state})"
+                    ),
+                    elapsed_s=elapsed,
+                )
+            time.sleep(max(0.0, min(poll_s, deadline - now)))
+
+
+__all__ = ["MAX_REVISIONS", "SwarmOrchestrator", "map_docker_error"]
