@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scalewise.durations import Duration
 from scalewise.errors import SpecError
+from scalewise.policy.config import AutoscalingSpec
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]*$")
@@ -150,6 +151,7 @@ class WorkloadSpec(_Strict):
     update: UpdateStrategy = Field(default_factory=UpdateStrategy)
     kubernetes: KubernetesOptions = Field(default_factory=KubernetesOptions)
     stop_grace_period: Duration = Field(default=10.0, ge=0)
+    autoscaling: AutoscalingSpec | None = None
 
     @field_validator("name")
     @classmethod

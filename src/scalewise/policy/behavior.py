@@ -1,0 +1,146 @@
+"""HPA ``behavior``: stabilization windows and rate policies (``horizontal.go`` semantics).
+
+* Stabilization: every raw recommendation is remembered with its time. A scale-up is limited to the
+  *minimum* recommendation inside the scale-up window, a scale-down to the *maximum* inside the
+  scale-down window (samples strictly after ``now - window``), so short spikes and dips are ignored.
+* Rate: each policy allows ``value`` pods (or ``value`` percent) of change relative to the replica
+  count at the start of its ``period`` (derived from the scale events in the period);
+  ``select_policy`` picks the policy allowing the most change (``max``), the least (``min``), or
+  forbids scaling in that direction (``disabled``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from scalewise.policy.config import Behavior, ScalingRules
+
+
+class Recommendation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: datetime
+    replicas: int
+
+
+class ScaleEvent(BaseModel):
+    """A scale the policy decided: ``change`` > 0 for up, < 0 for down."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: datetime
+    change: int
+
+
+def stabilize(
+    desired: int, current: int, history: Sequence[Recommendation], behavior: Behavior, now: datetime
+) -> tuple[int, str | None]:
+    """Stabilized recommendation and a reason code when it differs from ``desired``."""
+    up_cutoff = now - timedelta(seconds=behavior.scale_up.stabilization_window)
+    down_cutoff = now - timedelta(seconds=behavior.scale_down.stabilization_window)
+    up_rec = desired
+    down_rec = desired
+    for rec in history:
+        if rec.at > up_cutoff:
+            up_rec = min(up_rec, rec.replicas)
+        if rec.at > down_cutoff:
+            down_rec = max(down_rec, rec.replicas)
+    result = current
+    if result < up_rec:
+        result = up_rec
+    if result > down_rec:
+        result = down_rec
+    if result == desired:
+        return result, None
+    return result, ("stabilized_up" if desired > current else "stabilized_down")
+
+
+def _changes_in_period(period: float, events: Sequence[ScaleEvent], now: datetime) -> int:
+    cutoff = now - timedelta(seconds=period)
+    return sum(abs(e.change) for e in events if e.at > cutoff)
+
+
+def scale_up_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRules, now: datetime) -> int:
+    if rules.select_policy == "disabled":
+        return current
+    ups = [e for e in events if e.change > 0]
+    downs = [e for e in events if e.change < 0]
+    result: int | None = None
+    for policy in rules.policies:
+        start = (
+            current
+            - _changes_in_period(policy.period, ups, now)
+            + _changes_in_period(policy.period, downs, now)
+        )
+        if policy.type == "pods":
+            proposed = start + policy.value
+        else:
+            proposed = math.ceil(start * (1 + policy.value / 100))
+        if result is None:
+            result = proposed
+        else:
+            result = max(result, proposed) if rules.select_policy == "max" else min(result, proposed)
+    return current if result is None else result
+
+
+def scale_down_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRules, now: datetime) -> int:
+    if rules.select_policy == "disabled":
+        return current
+    ups = [e for e in events if e.change > 0]
+    downs = [e for e in events if e.change < 0]
+    result: int | None = None
+    for policy in rules.policies:
+        start = (
+            current
+            - _changes_in_period(policy.period, ups, now)
+            + _changes_in_period(policy.period, downs, now)
+        )
+        proposed = start - policy.value if policy.type == "pods" else int(start * (1 - policy.value / 100))
+        if result is None:
+            result = proposed
+        else:
+            result = min(result, proposed) if rules.select_policy == "max" else max(result, proposed)
+    return current if result is None else result
+
+
+def limit_rate(
+    desired: int,
+    current: int,
+    events: Sequence[ScaleEvent],
+    behavior: Behavior,
+    minimum: int,
+    maximum: int,
+    now: datetime,
+) -> tuple[int, str | None]:
+    """Apply the rate policies and the bounds. Reason: rate_limited_up/down, scale_up/down_disabled,
+    clamped_max/min (the bound was the tighter limit), or None when ``desired`` passes unchanged."""
+    if desired > current:
+        if behavior.scale_up.select_policy == "disabled":
+            return current, "scale_up_disabled"
+        limit = max(scale_up_limit(current, events, behavior.scale_up, now), current)
+        if maximum > limit:
+            allowed, reason = limit, "rate_limited_up"
+        else:
+            allowed, reason = maximum, "clamped_max"
+        return (allowed, reason) if desired > allowed else (desired, None)
+    if desired < current:
+        if behavior.scale_down.select_policy == "disabled":
+            return current, "scale_down_disabled"
+        limit = min(scale_down_limit(current, events, behavior.scale_down, now), current)
+        if minimum < limit:
+            allowed, reason = limit, "rate_limited_down"
+        else:
+            allowed, reason = minimum, "clamped_min"
+        return (allowed, reason) if desired < allowed else (desired, None)
+    return desired, None
+
+
+def history_horizon(behavior: Behavior) -> tuple[float, float]:
+    """Seconds of recommendations and of scale events worth keeping."""
+    rec = max(behavior.scale_up.stabilization_window, behavior.scale_down.stabilization_window)
+    periods = [p.period for p in (*behavior.scale_up.policies, *behavior.scale_down.policies)]
+    return rec, max(periods, default=0.0)
