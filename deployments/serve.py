@@ -1,0 +1,44 @@
+"""Serve every scalewise operation as a Prefect deployment (runs from the UI, CLI, webhook, automations).
+
+Usage: python deployments/serve.py [--deploy WORKLOAD ...] [--poll SECONDS]
+The deployment names match prefect.yaml ("<flow>/scalewise"), so either way of running them works.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prefect import serve
+
+from flows.deploy import deploy
+from flows.rollback import rollback
+from flows.rolling_update import rolling_update
+from flows.scale import scale
+from flows.scale_in import scale_in
+from flows.scale_out import scale_out
+from scalewise.audit import Trigger
+
+DEPLOYMENT_NAME = "scalewise"
+OPERATIONS: list[Any] = [deploy, scale, scale_out, scale_in, rolling_update, rollback]
+
+
+def runner_deployments() -> list[Any]:
+    return [
+        f.to_deployment(name=DEPLOYMENT_NAME, tags=["scalewise"], description=(f.__doc__ or "").split("\n")[0])
+        for f in OPERATIONS
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--deploy", action="append", default=[], metavar="WORKLOAD", help="deploy first")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls for scheduled runs")
+    args = parser.parse_args(argv)
+    for workload in args.deploy:
+        deploy(workload=workload, reason="initial deploy", trigger=Trigger(kind="api", actor="serve.py"))
+    serve(*runner_deployments(), query_seconds=args.poll)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The frame every mutating flow shares: trigger, spec, freshness check, lock, audit record.
+
+A flow supplies only its body; whatever happens, an action record is written (artifact + event)
+before the run ends, and a failure ends the run Failed with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from scalewise.audit import ActionRecord, Operation, Snapshot, Trigger
+from scalewise.errors import NotFoundError, RolloutFailed, StaleObservation
+from scalewise.model import WorkloadState
+from scalewise.spec import WorkloadSpec
+from tasks.audit import current_flow_run_id, record_action, resolve_trigger
+from tasks.locking import workload_lock
+from tasks.workload import load_workload, read_state
+
+Body = Callable[[WorkloadSpec, ActionRecord], None]
+
+
+def snapshot(state: WorkloadState | None) -> Snapshot:
+    if state is None:
+        return Snapshot()
+    return Snapshot(
+        replicas=state.desired_replicas, ready=state.ready_replicas, image=state.image, revision=state.revision
+    )
+
+
+def require_state(spec: WorkloadSpec) -> WorkloadState:
+    state = read_state(spec)
+    if state is None:
+        raise NotFoundError(f"workload {spec.name!r} is not deployed on {spec.target}; run deploy first")
+    return state
+
+
+def check_fresh(observed_at: datetime | None, max_age_s: float | None, now: datetime) -> None:
+    """Refuse to act on an observation older than ``max_age_s`` (a run queued while no runner was up)."""
+    if observed_at is None or max_age_s is None:
+        return
+    seen = observed_at if observed_at.tzinfo else observed_at.replace(tzinfo=UTC)
+    age = (now - seen).total_seconds()
+    if age > max_age_s:
+        raise StaleObservation(
+            f"the observation that caused this run is {age:.0f}s old (limit {max_age_s:.0f}s); not acting on it"
+        )
+
+
+def run_action(
+    operation: Operation,
+    workload: str,
+    body: Body,
+    *,
+    reason: str,
+    dry_run: bool,
+    trigger: Trigger | None,
+    image: str | None = None,
+    observed_at: datetime | None = None,
+    max_observation_age_s: float | None = None,
+) -> ActionRecord:
+    t0 = time.monotonic()
+    started = datetime.now(UTC)
+    who = resolve_trigger(trigger)
+    spec = load_workload(workload, image)
+    record = ActionRecord(
+        operation=operation,
+        workload=spec.name,
+        target=spec.target,
+        trigger=who,
+        reason=reason,
+        dry_run=dry_run,
+        started_at=started,
+        config_version=spec.spec_hash(),
+        flow_run_id=current_flow_run_id(),
+        observed_at=observed_at,
+        outcome="planned" if dry_run else "succeeded",
+    )
+    try:
+        check_fresh(observed_at, max_observation_age_s, started)
+        if dry_run:
+            body(spec, record)
+        else:
+            with workload_lock(spec.name):
+                body(spec, record)
+    except Exception as exc:
+        record.outcome = "rolled_back" if isinstance(exc, RolloutFailed) else "failed"
+        record.error = f"{type(exc).__name__}: {exc}"
+        _finish(record, t0)
+        record_action(record)
+        raise
+    _finish(record, t0)
+    return record_action(record)
+
+
+def _finish(record: ActionRecord, t0: float) -> None:
+    record.finished_at = datetime.now(UTC)
+    record.durations["total_s"] = round(time.monotonic() - t0, 3)
+
+
+def timed(record: ActionRecord, key: str, t0: float) -> None:
+    record.durations[key] = round(time.monotonic() - t0, 3)

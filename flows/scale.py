@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import run_action
+from flows.params import MaxAge, ObservedAt, Reason, ReplicaCount, Timeout, WorkloadName
+from flows.scaling import scale_body
+from scalewise.audit import ActionRecord, Trigger
+
+
+@flow(name="scale", flow_run_name="scale-{workload}-to-{replicas}", validate_parameters=True)
+def scale(
+    workload: WorkloadName,
+    replicas: ReplicaCount,
+    reason: Reason = "manual scale",
+    dry_run: bool = False,
+    wait: bool = True,
+    timeout_s: Timeout = 120.0,
+    trigger: Trigger | None = None,
+    observed_at: ObservedAt = None,
+    max_observation_age_s: MaxAge = None,
+) -> ActionRecord:
+    """Scale a workload to an absolute replica count (refused outside its min/max).
+
+    Args:
+        workload: Name of a declared workload.
+        replicas: Desired replica count; must be within the workload's min/max.
+        reason: Why; recorded in the audit trail.
+        dry_run: Compute and record the plan without writing.
+        wait: Wait until the new count is ready.
+        timeout_s: Bounded wait, seconds.
+        trigger: Who started this (filled in by the CLI, webhook and autoscaler).
+        observed_at: Time of the observation that caused this run, if any.
+        max_observation_age_s: Refuse to act on an observation older than this.
+    """
+    return run_action(
+        "scale", workload, scale_body("absolute", replicas, wait, timeout_s), reason=reason, dry_run=dry_run,
+        trigger=trigger, observed_at=observed_at, max_observation_age_s=max_observation_age_s,
+    )

@@ -1,0 +1,46 @@
+"""The body shared by scale, scale-out and scale-in (one absolute write, bounded wait)."""
+
+from __future__ import annotations
+
+import time
+
+from scalewise.audit import ActionRecord, Snapshot
+from scalewise.errors import ConvergenceTimeout
+from scalewise.operations import plan_for
+from scalewise.policy.manual import ScaleMode
+from scalewise.spec import WorkloadSpec
+from flows.common import Body, require_state, snapshot, timed
+from tasks.workload import apply_scale, wait_until_ready
+
+
+def scale_body(mode: ScaleMode, amount: int, wait: bool, timeout_s: float) -> Body:
+    def body(spec: WorkloadSpec, record: ActionRecord) -> None:
+        state = require_state(spec)
+        record.before = snapshot(state)
+        if record.dry_run:
+            plan = plan_for(spec, state, mode, amount)
+            record.reason_code = plan.reason_code
+            record.plan = [f"would set replicas {plan.current} -> {plan.target} ({plan.reason_code})"]
+            record.after = Snapshot(replicas=plan.target, image=state.image, revision=state.revision)
+            return
+        t0 = time.monotonic()
+        out = apply_scale(spec, mode, amount)
+        timed(record, "write_s", t0)
+        record.before, record.after = snapshot(out.before), snapshot(out.after)
+        record.reason_code, record.plan = out.reason_code, out.plan
+        if out.conflicts:
+            record.plan.append(f"re-decided after {out.conflicts} stale write(s)")
+        if not out.changed:
+            record.outcome = "noop"
+        if wait:
+            t1 = time.monotonic()
+            result = wait_until_ready(spec, timeout_s)
+            timed(record, "wait_s", t1)
+            record.after = snapshot(result.state)
+            if not result.converged:
+                raise ConvergenceTimeout(
+                    f"{spec.name} did not reach {result.state.desired_replicas} ready replicas in "
+                    f"{timeout_s:.0f}s ({result.reason}: {result.detail})"
+                )
+
+    return body

@@ -1,0 +1,107 @@
+"""Action records: who/what changed which workload, when, why, from what to what.
+
+Pure data and rendering; the Prefect layer stores each record as a table artifact (for people, in the
+UI) and an event (for automations and for ``scalewise history``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TriggerKind = Literal["schedule", "ui", "api", "webhook", "cli", "automation", "autoscaler"]
+Outcome = Literal["succeeded", "failed", "noop", "planned", "rolled_back"]
+Operation = Literal[
+    "deploy", "scale", "scale-out", "scale-in", "rolling-update", "rollback", "autoscale", "remove"
+]
+
+ARTIFACT_PREFIX = "scalewise-action-"
+EVENT_PREFIX = "scalewise.action"
+
+
+class Trigger(BaseModel):
+    """Who or what started an action. The OSS Prefect server records no user, so it is carried here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: TriggerKind = Field(description="schedule, ui, api, webhook, cli, automation or autoscaler")
+    actor: str | None = Field(default=None, max_length=200, description="User, caller or automation id")
+    detail: str | None = Field(default=None, max_length=500, description="Alert name, event id, ...")
+
+    def label(self) -> str:
+        return f"{self.kind}:{self.actor}" if self.actor else self.kind
+
+
+class Snapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    replicas: int | None = None
+    ready: int | None = None
+    image: str | None = None
+    revision: int | None = None
+
+
+class ActionRecord(BaseModel):
+    """One action (or dry-run plan) on one workload."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    operation: Operation
+    workload: str
+    target: str
+    trigger: Trigger
+    reason: str = ""
+    reason_code: str = ""
+    dry_run: bool = False
+    outcome: Outcome = "succeeded"
+    plan: list[str] = Field(default_factory=list, description="What was (or would be) done, in order")
+    before: Snapshot = Field(default_factory=Snapshot)
+    after: Snapshot = Field(default_factory=Snapshot)
+    error: str | None = None
+    config_version: str | None = None
+    observed_at: datetime | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    durations: dict[str, float] = Field(default_factory=dict)
+    flow_run_id: str | None = None
+    decision: dict[str, Any] | None = Field(default=None, description="Autoscaler decision record")
+
+    def row(self) -> dict[str, Any]:
+        """A flat row for a table artifact (the full record rides along as JSON)."""
+        return {
+            "time": self.started_at.isoformat(),
+            "workload": self.workload,
+            "operation": self.operation,
+            "trigger": self.trigger.label(),
+            "before": _snap(self.before),
+            "after": _snap(self.after),
+            "reason": self.reason,
+            "outcome": self.outcome,
+            "dry_run": self.dry_run,
+            "duration_s": round(self.durations.get("total_s", 0.0), 3),
+            "record": self.model_dump_json(),
+        }
+
+
+def _snap(s: Snapshot) -> str:
+    if s.replicas is None and s.image is None:
+        return "-"
+    rev = f" r{s.revision}" if s.revision is not None else ""
+    return f"{s.replicas} x {s.image}{rev}"
+
+
+def artifact_key(workload: str) -> str:
+    """Prefect artifact keys accept only ``[a-z0-9-]``; a bad key fails the whole run."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", workload.lower()).strip("-") or "unnamed"
+    return (ARTIFACT_PREFIX + slug)[:100]
+
+
+def event_name(record: ActionRecord) -> str:
+    return f"{EVENT_PREFIX}.{record.operation}.{record.outcome}"
+
+
+def workload_resource_id(workload: str) -> str:
+    return f"scalewise.workload.{workload}"

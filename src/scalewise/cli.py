@@ -1,0 +1,290 @@
+"""``scalewise``: the command line. Every mutating command runs the same Prefect flow a deployment
+runs (so it lands in the run history with trigger ``cli``), shows progress while it waits, and exits
+non-zero with a clear message on failure."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scalewise.errors import ScalewiseError
+from scalewise.settings import DEFAULT_PREFECT_URL, state_dir, workloads_path
+
+app = typer.Typer(help="Elastic scaling and container orchestration as Prefect pipelines.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Compute and record the plan; change nothing")]
+Reason = Annotated[str | None, typer.Option(help="Why (recorded in the audit trail)")]
+Timeout = Annotated[float, typer.Option(help="Bounded wait, seconds")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """Use PREFECT_API_URL if set, else the local server on 127.0.0.1:4200 (started if needed)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = os.environ.get("PREFECT_API_URL") or str(PREFECT_API_URL.value() or "")
+    if not url:
+        from scalewise.local import start_server
+
+        url = DEFAULT_PREFECT_URL
+        with console.status("starting the local Prefect server (SQLite)..."):
+            start_server(state_dir() / "prefect", port=4200)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+
+
+def cli_trigger() -> Any:
+    from scalewise.audit import Trigger
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Trigger(kind="cli", actor=user, detail=" ".join(["scalewise", *sys.argv[1:]])[:500])
+
+
+def run_flow(fn: Callable[..., Any], title: str, **params: Any) -> None:
+    """Run a flow in process, show progress, print the action record, exit non-zero on failure."""
+    from prefect.exceptions import ParameterTypeError
+
+    with prefect_api():
+        try:
+            with console.status(f"{title}..."):
+                record = fn(trigger=cli_trigger(), **params)
+        except ParameterTypeError as exc:
+            fail(f"bad parameter: {exc}", 2)
+        except ScalewiseError as exc:
+            fail(str(exc))
+        except Exception as exc:  # a flow run that failed for another reason
+            fail(f"{type(exc).__name__}: {exc}")
+    show_record(record)
+
+
+def show_record(record: Any) -> None:
+    from scalewise.history import _fmt
+
+    b, a = record.before, record.after
+    colour = {"succeeded": "green", "noop": "yellow", "planned": "cyan"}.get(record.outcome, "red")
+    console.print(
+        f"[bold]{record.operation}[/] {record.workload}: [{colour}]{record.outcome}[/]  "
+        f"{_fmt(b.replicas, b.image, b.revision)} -> {_fmt(a.replicas, a.image, a.revision)}"
+    )
+    for step in record.plan:
+        console.print(f"  - {step}")
+    if record.durations:
+        console.print("  " + ", ".join(f"{k} {v:.2f}" for k, v in record.durations.items()), style="dim")
+
+
+@app.command()
+def validate(
+    path: Annotated[Path | None, typer.Argument(help="Spec file or folder (default: $SCALEWISE_WORKLOADS)")] = None,
+) -> None:
+    """Validate workload specs; print them, or the file, field and reason of the first error."""
+    from scalewise.spec import load_workloads
+
+    try:
+        specs = load_workloads(path or workloads_path())
+    except ScalewiseError as exc:
+        fail(str(exc))
+    table = Table("workload", "target", "image", "replicas", "update")
+    for s in specs.values():
+        table.add_row(
+            s.name, s.target, s.image, f"{s.replicas.min}..{s.replicas.max}",
+            f"{s.update.order}, parallelism {s.update.parallelism}",
+        )
+    console.print(table)
+    console.print(f"{len(specs)} workload(s) valid")
+
+
+@app.command()
+def deploy(
+    workload: str,
+    replicas: Annotated[int | None, typer.Option(help="Replica count")] = None,
+    image: Annotated[str | None, typer.Option(help="Image override")] = None,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+    timeout: Timeout = 180.0,
+) -> None:
+    """Create a workload or bring it in line with its spec."""
+    from flows.deploy import deploy as flow
+
+    run_flow(flow, f"deploying {workload}", workload=workload, replicas=replicas, image=image,
+             dry_run=dry_run, reason=reason or "deploy (cli)", timeout_s=timeout)
+
+
+@app.command()
+def scale(
+    workload: str, replicas: int, dry_run: DryRun = False, reason: Reason = None, timeout: Timeout = 120.0
+) -> None:
+    """Scale to an absolute replica count (refused outside the workload's min/max)."""
+    from flows.scale import scale as flow
+
+    run_flow(flow, f"scaling {workload} to {replicas}", workload=workload, replicas=replicas,
+             dry_run=dry_run, reason=reason or "manual scale (cli)", timeout_s=timeout)
+
+
+@app.command("scale-out")
+def scale_out(
+    workload: str,
+    by: Annotated[int, typer.Option(help="Replicas to add")] = 1,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+    timeout: Timeout = 120.0,
+) -> None:
+    """Add replicas (bounded by max)."""
+    from flows.scale_out import scale_out as flow
+
+    run_flow(flow, f"scaling {workload} out by {by}", workload=workload, by=by, dry_run=dry_run,
+             reason=reason or "manual scale-out (cli)", timeout_s=timeout)
+
+
+@app.command("scale-in")
+def scale_in(
+    workload: str,
+    by: Annotated[int, typer.Option(help="Replicas to remove")] = 1,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+    timeout: Timeout = 120.0,
+) -> None:
+    """Remove replicas (bounded by min)."""
+    from flows.scale_in import scale_in as flow
+
+    run_flow(flow, f"scaling {workload} in by {by}", workload=workload, by=by, dry_run=dry_run,
+             reason=reason or "manual scale-in (cli)", timeout_s=timeout)
+
+
+@app.command()
+def rollout(
+    workload: str,
+    image: str,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+    timeout: Annotated[float | None, typer.Option(help="Bounded wait (default: spec update.timeout)")] = None,
+) -> None:
+    """Rolling update to a new image; rolled back automatically if it does not become healthy."""
+    from flows.rolling_update import rolling_update as flow
+
+    run_flow(flow, f"rolling {workload} out to {image}", workload=workload, image=image, dry_run=dry_run,
+             reason=reason or "rolling update (cli)", timeout_s=timeout)
+
+
+@app.command()
+def rollback(
+    workload: str,
+    to: Annotated[int | None, typer.Option("--to", help="Revision number (default: previous)")] = None,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+    timeout: Timeout = 180.0,
+) -> None:
+    """Roll back to the previous (or a named) revision."""
+    from flows.rollback import rollback as flow
+
+    run_flow(flow, f"rolling {workload} back", workload=workload, to_revision=to, dry_run=dry_run,
+             reason=reason or "rollback (cli)", timeout_s=timeout)
+
+
+@app.command()
+def status(workload: Annotated[str | None, typer.Argument(help="One workload (default: all)")] = None) -> None:
+    """Show each workload's replicas, readiness, image and revisions as its orchestrator reports them."""
+    from scalewise import orchestrators
+    from scalewise.spec import get_workload, load_workloads
+
+    try:
+        specs = [get_workload(workloads_path(), workload)] if workload else list(load_workloads(workloads_path()).values())
+    except ScalewiseError as exc:
+        fail(str(exc))
+    table = Table("workload", "target", "desired", "ready", "image", "revision", "state", "revisions")
+    failed = False
+    for spec in specs:
+        try:
+            orch = orchestrators.for_target(spec.target)
+            if not orch.exists(spec):
+                table.add_row(spec.name, spec.target, "-", "-", "-", "-", "not deployed", "")
+                continue
+            st = orch.read(spec)
+            revs = " ".join(f"{r.number}:{r.image}" for r in orch.revisions(spec)[-5:])
+            table.add_row(spec.name, spec.target, str(st.desired_replicas), str(st.ready_replicas), st.image,
+                          str(st.revision), st.update_state or ("updating" if st.updating else "stable"), revs)
+        except ScalewiseError as exc:
+            failed = True
+            table.add_row(spec.name, spec.target, "?", "?", "?", "?", f"[red]{exc}[/]", "")
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def parse_since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    from scalewise.durations import parse_duration
+
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--since: {value!r} is neither a duration (e.g. 2h) nor an ISO time", 2)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@app.command()
+def history(
+    workload: Annotated[str | None, typer.Argument(help="One workload (default: all)")] = None,
+    since: Annotated[str | None, typer.Option(help="A duration back from now (2h, 1d) or an ISO time")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV output")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+) -> None:
+    """Who scaled what, when and why: the action records in Prefect's run history."""
+    from scalewise import history as hist
+
+    start = parse_since(since)
+    with prefect_api():
+        entries = hist.fetch(workload, start, limit)
+    if as_json:
+        sys.stdout.write(hist.to_json(entries) + "\n")
+        return
+    if as_csv:
+        sys.stdout.write(hist.to_csv(entries))
+        return
+    table = Table(*hist.FIELDS[:-2], "run")
+    for e in entries:
+        row = e.flat()
+        table.add_row(*(str(row[f]) for f in hist.FIELDS[:-2]), str(row["run_url"]))
+    console.print(table)
+
+
+@app.command()
+def server(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 4200) -> None:
+    """Start the local Prefect server (SQLite, filesystem lease storage) if none answers; print its URL."""
+    from scalewise.local import start_server
+
+    srv = start_server(state_dir() / "prefect", port=port)
+    console.print(srv.api_url)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""A real Prefect server (SQLite, filesystem lease storage) for the test session, and a served runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scalewise.local import LocalServer, start_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = start_server(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=120)
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server
+    finally:
+        if old is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = old
+        server.stop()
+
+
+@pytest.fixture()
+def workloads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A per-test workloads folder, selected through SCALEWISE_WORKLOADS like a user would."""
+    folder = tmp_path / "workloads"
+    folder.mkdir()
+    monkeypatch.setenv("SCALEWISE_WORKLOADS", str(folder))
+    return folder
+
+
+class Served:
+    """``deployments/serve.py`` running as a subprocess against the test server."""
+
+    def __init__(self, api_url: str, workloads: Path, log: Path) -> None:
+        env = dict(os.environ, PREFECT_API_URL=api_url, SCALEWISE_WORKLOADS=str(workloads))
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "deployments" / "serve.py"), "--poll", "1"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def wait_registered(self, names: list[str], timeout_s: float = 90) -> None:
+        from prefect.client.orchestration import get_client
+
+        deadline = time.monotonic() + timeout_s
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"serve.py exited:\n{self.log.read_text()[-3000:]}")
+                have = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
+                if all(n in have for n in names):
+                    time.sleep(1.0)  # the runner starts polling right after registering
+                    return
+                time.sleep(0.5)
+        raise TimeoutError(f"deployments {names} not registered:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
