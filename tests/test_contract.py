@@ -1,0 +1,215 @@
+"""The orchestrator contract, run against every target (real engines only, no mocks).
+
+Adding a target is one change: append its name to ``TARGETS`` once ``<name>_target`` exists as a
+fixture yielding a :class:`tests.support.targets.TargetHarness`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scalewise.errors import ConflictError, NotFoundError, PermanentError
+from scalewise.model import WorkloadState
+from scalewise.orchestrators.base import Orchestrator
+from scalewise.spec import WorkloadSpec
+from tests.support.docker_env import IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3
+from tests.support.targets import TargetHarness
+
+TARGETS = ["swarm", "docker"]
+WAIT_S = 90.0
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest) -> TargetHarness:
+    harness: TargetHarness = request.getfixturevalue(f"{request.param}_target")
+    return harness
+
+
+def converge(orch: Orchestrator, spec: WorkloadSpec, timeout_s: float = WAIT_S) -> WorkloadState:
+    result = orch.wait_converged(spec, timeout_s=timeout_s, poll_s=0.5)
+    assert result.converged, f"{spec.name} did not converge: {result.reason} {result.detail} {result.state}"
+    assert result.reason == "converged"
+    return result.state
+
+
+def deployed(target: TargetHarness, replicas: int = 1, image: str = IMAGE_V1, **kw: object) -> WorkloadSpec:
+    spec = target.make_spec(replicas=replicas, image=image, **kw)
+    target.orchestrator.apply(spec)
+    converge(target.orchestrator, spec)
+    return spec
+
+
+def allowed_unavailable(spec: WorkloadSpec, desired: int) -> int:
+    value = spec.update.max_unavailable
+    if isinstance(value, str):
+        return math.floor(desired * int(value[:-1]) / 100)
+    return value
+
+
+def test_apply_creates_with_start_replicas_and_converges(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = target.make_spec(replicas=2)
+    assert not orch.exists(spec)
+    state = orch.apply(spec)
+    assert state.name == spec.name
+    assert state.target == spec.target
+    assert state.desired_replicas == spec.replicas.start == 2
+    assert state.image == IMAGE_V1
+    assert orch.exists(spec)
+    final = converge(orch, spec)
+    assert final.desired_replicas == final.ready_replicas == final.updated_replicas == 2
+    assert final.revision == 1
+
+
+def test_apply_is_idempotent(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target)
+    before = orch.read(spec)
+    again = orch.apply(spec)
+    assert again.version == before.version, "a repeated apply of the same spec must not write"
+    assert again.desired_replicas == before.desired_replicas
+    assert again.revision == before.revision
+    assert again.image == before.image
+    assert converge(orch, spec).ready_replicas == 1
+
+
+def test_read_missing_raises_not_found(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = target.make_spec()
+    with pytest.raises(NotFoundError, match=spec.name):
+        orch.read(spec)
+    assert orch.exists(spec) is False
+
+
+def test_set_replicas_up_and_down_converges(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=1)
+    state = orch.set_replicas(spec, 3, orch.read(spec).version)
+    assert state.desired_replicas == 3
+    up = converge(orch, spec)
+    assert up.ready_replicas == up.desired_replicas == 3
+    down_state = orch.set_replicas(spec, 1, up.version)
+    assert down_state.desired_replicas == 1
+    down = converge(orch, spec)
+    assert down.ready_replicas == down.desired_replicas == 1
+    with pytest.raises(PermanentError):
+        orch.set_replicas(spec, -1, down.version)
+
+
+def test_stale_version_conflicts_and_writes_nothing(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=1)
+    stale = orch.read(spec).version
+    orch.set_replicas(spec, 2, stale)
+    after_first = converge(orch, spec)
+    with pytest.raises(ConflictError):
+        orch.set_replicas(spec, 3, stale)
+    with pytest.raises(ConflictError):
+        orch.update_image(spec, IMAGE_V2, stale)
+    now = orch.read(spec)
+    assert now.desired_replicas == 2
+    assert now.image == IMAGE_V1
+    assert now.version == after_first.version
+
+
+def test_update_image_rolls_out_and_bumps_revision(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=2)
+    before = orch.read(spec)
+    state = orch.update_image(spec, IMAGE_V2, before.version)
+    assert state.image == IMAGE_V2
+    assert state.revision == before.revision + 1
+    final = converge(orch, spec)
+    assert final.image == IMAGE_V2
+    assert final.desired_replicas == final.ready_replicas == final.updated_replicas == 2
+    assert final.revision == before.revision + 1
+    if target.fetch is not None:
+        assert target.fetch(spec) == ["v2", "v2"]
+
+
+def test_rollback_returns_to_previous_image(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=1)
+    orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
+    on_v2 = converge(orch, spec)
+    state = orch.rollback(spec, expected_version=on_v2.version)
+    assert state.image == IMAGE_V1
+    assert state.revision > on_v2.revision
+    final = converge(orch, spec)
+    assert final.image == IMAGE_V1
+    assert final.ready_replicas == final.updated_replicas == 1
+    # Already on the target image: a second rollback to revision 1 is a no-op.
+    again = orch.rollback(spec, to_revision=1)
+    assert again.version == final.version
+    if target.fetch is not None:
+        assert target.fetch(spec) == ["v1"]
+
+
+def test_rollback_to_named_revision_after_two_updates(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=1)
+    orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
+    converge(orch, spec)
+    orch.update_image(spec, IMAGE_V3, orch.read(spec).version)
+    on_v3 = converge(orch, spec)
+    assert on_v3.image == IMAGE_V3
+    history = orch.revisions(spec)
+    assert [r.image for r in history][-3:] == [IMAGE_V1, IMAGE_V2, IMAGE_V3]
+    first = next(r for r in history if r.image == IMAGE_V1)
+    with pytest.raises(PermanentError, match="revision"):
+        orch.rollback(spec, to_revision=999)
+    state = orch.rollback(spec, to_revision=first.number)
+    assert state.image == IMAGE_V1
+    final = converge(orch, spec)
+    assert final.image == IMAGE_V1
+    assert final.revision > on_v3.revision
+
+
+def test_failed_update_is_rolled_back_without_losing_capacity(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=2)
+    desired = 2
+    floor = desired - allowed_unavailable(spec, desired)
+    before = orch.read(spec)
+    samples: list[WorkloadState] = []
+    orch.update_image(spec, IMAGE_BROKEN, before.version)
+    result = orch.wait_converged(spec, timeout_s=spec.update.timeout, poll_s=0.25, on_progress=samples.append)
+    assert not result.converged
+    assert result.reason in ("rolled_back", "update_failed", "timeout"), result
+    if result.reason != "rolled_back":
+        orch.rollback(spec)
+        samples.append(orch.read(spec))
+        result = orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.25, on_progress=samples.append)
+        assert result.converged, result
+    final = orch.read(spec)
+    assert final.image == IMAGE_V1
+    assert final.ready_replicas == final.desired_replicas == desired
+    assert samples, "on_progress was never called"
+    lowest = min(s.ready_replicas for s in samples)
+    assert lowest >= floor, f"ready dropped to {lowest} (< {floor}) during the failed update"
+    if target.fetch is not None:
+        assert target.fetch(spec) == ["v1", "v1"]
+
+
+def test_revisions_list_history_oldest_first(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=1, healthcheck=False)
+    assert [(r.number, r.image) for r in orch.revisions(spec)] == [(1, IMAGE_V1)]
+    orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
+    history = orch.revisions(spec)
+    assert [r.image for r in history] == [IMAGE_V1, IMAGE_V2]
+    assert [r.number for r in history] == sorted(r.number for r in history)
+    assert history[-1].number == orch.read(spec).revision
+    converge(orch, spec)
+
+
+def test_remove_is_idempotent(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    spec = deployed(target, replicas=1)
+    orch.remove(spec)
+    orch.remove(spec)
+    assert orch.exists(spec) is False
+    with pytest.raises(NotFoundError):
+        orch.read(spec)
