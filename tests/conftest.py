@@ -1,3 +1,5 @@
 from __future__ import annotations
 
-pytest_plugins = ["tests.support.docker_env", "tests.support.target_swarm"]
+pytest_plugins = [
+    "tests.support.prefect_env",
+    "tests.support.docker_env", "tests.support.target_swarm", "tests.support.target_engine"]
