@@ -22,7 +22,7 @@ from scalewise.orchestrators.swarm import (
     SwarmOrchestrator,
     map_docker_error,
 )
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
+from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
 from tests.support.targets import TargetHarness
 
 NS = 1_000_000_000
@@ -289,3 +289,34 @@ def test_history_is_capped_and_stored_in_labels(
     assert [e["n"] for e in stored] == [r.number for r in history]
     with pytest.raises(PermanentError, match="unknown revision 1"):
         orch.rollback(spec, to_revision=1)
+
+
+def test_paused_update_reports_update_failed_then_rollback_recovers(swarm_target: TargetHarness) -> None:
+    orch = swarm_target.orchestrator
+    spec = swarm_target.make_spec(replicas=1, failure_action="pause")
+    orch.apply(spec)
+    assert orch.wait_converged(spec, timeout_s=60).converged
+    orch.update_image(spec, IMAGE_BROKEN, orch.read(spec).version)
+    result = orch.wait_converged(spec, timeout_s=60, poll_s=0.25)
+    assert (result.converged, result.reason) == (False, "update_failed"), result
+    assert result.state.update_state == "paused"
+    assert result.state.ready_replicas == 1, "start-first: the old replica keeps serving"
+    back = orch.rollback(spec)
+    assert back.image == IMAGE_V1
+    final = orch.wait_converged(spec, timeout_s=60, poll_s=0.25)
+    assert final.converged, final
+    assert [r.image for r in orch.revisions(spec)] == [IMAGE_V1, IMAGE_BROKEN, IMAGE_V1]
+
+
+def test_wait_converged_times_out_and_reports_progress(swarm_target: TargetHarness) -> None:
+    orch = swarm_target.orchestrator
+    spec = swarm_target.make_spec(replicas=2)
+    orch.apply(spec)
+    seen: list[int] = []
+    result = orch.wait_converged(
+        spec, timeout_s=0.3, poll_s=0.1, on_progress=lambda s: seen.append(s.ready_replicas)
+    )
+    assert (result.converged, result.reason) == (False, "timeout")
+    assert "desired 2" in result.detail
+    assert seen and result.elapsed_s < 5
+    assert orch.wait_converged(spec, timeout_s=60).converged
