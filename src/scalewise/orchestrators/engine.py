@@ -202,6 +202,14 @@ def _mapped(what: str) -> Iterator[None]:
 # --------------------------------------------------------------------------------- helpers
 
 
+def _cause(exc: BaseException) -> str:
+    """The engine's own message behind a mapped error."""
+    cause = exc.__cause__
+    if isinstance(cause, docker.errors.APIError):
+        return str(cause.explanation or cause)
+    return str(cause or exc)
+
+
 def _ns(seconds: float) -> int:
     return round(seconds * NS)
 
@@ -535,9 +543,7 @@ class EngineOrchestrator:
             with _mapped(what):
                 self.api.inspect_image(image)
             return
-        except NotFoundError:
-            pass
-        except PermanentError:
+        except PermanentError:  # ImageNotFound / NotFoundError: try to pull it
             pass
         if "@" in image:
             repo, tag = image, None
@@ -550,14 +556,14 @@ class EngineOrchestrator:
                 self.api.pull(repo, tag=tag)
         except TransientError as exc:
             text = str(exc).lower()
-            if any(s in text for s in ("timeout", "connection refused", "i/o timeout", "unreachable")):
+            if any(s in text for s in ("timeout", "connection refused", "unreachable")):
                 raise
             raise PermanentError(
-                f"{what}: not present on the engine and could not be pulled: {exc}"
+                f"{what}: not present on the engine and could not be pulled: {_cause(exc)}"
             ) from None
         except PermanentError as exc:
             raise PermanentError(
-                f"{what}: not present on the engine and could not be pulled: {exc}"
+                f"{what}: not present on the engine and could not be pulled: {_cause(exc)}"
             ) from None
 
     def _new_anchor(
