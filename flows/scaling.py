@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
+from flows.common import Body, require_state, snapshot, timed
 from scalewise.audit import ActionRecord, Snapshot
 from scalewise.errors import ConvergenceTimeout
 from scalewise.operations import plan_for
 from scalewise.policy.manual import ScaleMode
 from scalewise.spec import WorkloadSpec
-from flows.common import Body, require_state, snapshot, timed
 from tasks.workload import apply_scale, wait_until_ready
 
 

@@ -100,7 +100,7 @@ def test_broken_rollout_is_rolled_back_and_the_run_fails(workload: str) -> None:
     assert last.error and "RolloutFailed" in last.error
 
 
-def _spec(name: str):  # noqa: ANN202
+def _spec(name: str):
     from scalewise.settings import workloads_path
     from scalewise.spec import get_workload
 

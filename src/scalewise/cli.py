@@ -207,7 +207,8 @@ def status(workload: Annotated[str | None, typer.Argument(help="One workload (de
     from scalewise.spec import get_workload, load_workloads
 
     try:
-        specs = [get_workload(workloads_path(), workload)] if workload else list(load_workloads(workloads_path()).values())
+        path = workloads_path()
+        specs = [get_workload(path, workload)] if workload else list(load_workloads(path).values())
     except ScalewiseError as exc:
         fail(str(exc))
     table = Table("workload", "target", "desired", "ready", "image", "revision", "state", "revisions")

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (system packages, Python deps, the Kubernetes
+# control-plane binaries, cached), starts dockerd + Swarm, then runs lint, types, layering and pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k swarm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+bash scripts/install-system.sh
+bash scripts/install-python.sh
+bash scripts/start-docker.sh
+if [ -x scripts/k8s/build.sh ] || [ -f scripts/k8s/build.sh ]; then bash scripts/k8s/build.sh; fi
+echo "setup took $((SECONDS - t0))s"
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/lint-imports
+exec .venv/bin/python -m pytest "$@"
