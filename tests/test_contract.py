@@ -191,6 +191,8 @@ def test_failed_update_is_rolled_back_without_losing_capacity(target: TargetHarn
     assert lowest >= floor, f"ready dropped to {lowest} (< {floor}) during the failed update"
     if target.fetch is not None:
         assert target.fetch(spec) == ["v1", "v1"]
+    # Waiting again after the failed rollout sees the restored workload as converged.
+    assert converge(orch, spec).image == IMAGE_V1
 
 
 def test_revisions_list_history_oldest_first(target: TargetHarness) -> None:

@@ -320,3 +320,25 @@ def test_wait_converged_times_out_and_reports_progress(swarm_target: TargetHarne
     assert "desired 2" in result.detail
     assert seen and result.elapsed_s < 5
     assert orch.wait_converged(spec, timeout_s=60).converged
+
+
+def test_native_rollback_is_reported_once_then_the_restored_service_converges(
+    swarm_target: TargetHarness,
+) -> None:
+    orch = swarm_target.orchestrator
+    spec = swarm_target.make_spec(replicas=1)
+    orch.apply(spec)
+    assert orch.wait_converged(spec, timeout_s=60).converged
+    orch.update_image(spec, IMAGE_BROKEN, orch.read(spec).version)
+    failed = orch.wait_converged(spec, timeout_s=60, poll_s=0.25)
+    assert (failed.converged, failed.reason) == (False, "rolled_back"), failed
+    assert failed.state.image == IMAGE_V1
+    # Swarm restored the whole previous spec, labels included: the failed revision is not listed.
+    assert [r.image for r in orch.revisions(spec)] == [IMAGE_V1]
+    again = orch.wait_converged(spec, timeout_s=30, poll_s=0.25)
+    assert (again.converged, again.reason) == (True, "converged"), again
+    assert again.state.update_state == "rollback_completed"
+    # The next write clears Swarm's update status.
+    scaled = orch.set_replicas(spec, 2, again.state.version)
+    assert scaled.update_state is None
+    assert orch.wait_converged(spec, timeout_s=60).converged

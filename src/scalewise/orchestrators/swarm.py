@@ -49,6 +49,18 @@ State
 - ``updating`` / ``update_state``: from ``UpdateStatus.State`` (``updating``, ``paused``,
   ``completed``, ``rollback_started``, ``rollback_paused``, ``rollback_completed``).
 
+Waiting
+-------
+``wait_converged`` polls ``read`` (calling ``on_progress`` each time) until desired == ready ==
+updated == running tasks and no update is in progress (``converged``), or the bound passes
+(``timeout``). ``update_failed``: Swarm paused the update (``failure_action: pause``).
+``rolled_back``: this wait saw an update in progress and Swarm's own ``failure_action: rollback``
+reverted it (``rollback_completed``, reported once the restored tasks are steady) or the rollback
+itself got stuck (``rollback_paused``). A *new* wait that starts after such a rollback already
+finished reports ``converged`` (the service is steady on its restored spec; ``state.update_state``
+still says ``rollback_completed``), so a caller that waits again after a failed rollout sees the
+restored workload as converged.
+
 Revision history
 ----------------
 Swarm itself only keeps ``PreviousSpec``. The adapter keeps its own history in two service labels:
@@ -564,6 +576,7 @@ class SwarmOrchestrator:
     ) -> ConvergeResult:
         start = time.monotonic()
         deadline = start + max(0.0, timeout_s)
+        saw_rollout = False
         while True:
             state = self.read(spec)
             if on_progress is not None:
@@ -573,6 +586,19 @@ class SwarmOrchestrator:
                 state.desired_replicas == state.ready_replicas == state.updated_replicas
                 and state.running_replicas == state.desired_replicas
             )
+            if state.update_state in _UPDATING_STATES:
+                saw_rollout = True
+            if state.update_state == "rollback_completed" and not saw_rollout and steady:
+                # Swarm reverted an earlier update before this wait began; UpdateStatus stays
+                # "rollback_completed" until the next write. The service is steady on its
+                # (restored) spec, so this wait has converged; update_state still tells.
+                return ConvergeResult(
+                    converged=True,
+                    state=state,
+                    reason="converged",
+                    detail="steady on the spec Swarm restored after an earlier failed update",
+                    elapsed_s=elapsed,
+                )
             if state.update_state in ("rollback_completed", "rollback_paused"):
                 if steady or state.update_state == "rollback_paused" or time.monotonic() >= deadline:
                     return ConvergeResult(
