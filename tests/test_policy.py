@@ -660,3 +660,16 @@ def test_properties(case):
     # 4. replay of the record
     rec = DecisionRecord.model_validate_json(DecisionRecord.of(s, state, d).model_dump_json())
     assert replay(rec) == d
+
+
+def test_schedule_window_edges():
+    s = Schedule(cron="0 8 * * *", duration="2h", timezone="Europe/Paris", min=2)
+    opens = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)  # 08:00 Paris
+    assert s.active_at(opens)
+    assert not s.active_at(opens - timedelta(seconds=1))
+    assert s.active_at(opens + timedelta(hours=2) - timedelta(microseconds=1))
+    assert not s.active_at(opens + timedelta(hours=2))
+    secs = Schedule(cron="*/10 * * * * 30", duration="5s", max=3)  # 6 fields: at second 30
+    at = datetime(2026, 1, 5, 7, 10, 30, tzinfo=UTC)
+    assert secs.active_at(at) and secs.active_at(at + timedelta(seconds=4.5))
+    assert not secs.active_at(at + timedelta(seconds=5)) and not secs.active_at(at - timedelta(seconds=1))

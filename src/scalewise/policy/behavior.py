@@ -71,15 +71,9 @@ def scale_up_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRul
     downs = [e for e in events if e.change < 0]
     result: int | None = None
     for policy in rules.policies:
-        start = (
-            current
-            - _changes_in_period(policy.period, ups, now)
-            + _changes_in_period(policy.period, downs, now)
-        )
-        if policy.type == "pods":
-            proposed = start + policy.value
-        else:
-            proposed = math.ceil(start * (1 + policy.value / 100))
+        start = current - _changes_in_period(policy.period, ups, now) + _changes_in_period(policy.period, downs, now)
+        # percent: rounded up, or a small group could never grow (HPA)
+        proposed = start + policy.value if policy.type == "pods" else math.ceil(start * (1 + policy.value / 100))
         if result is None:
             result = proposed
         else:
@@ -94,11 +88,7 @@ def scale_down_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingR
     downs = [e for e in events if e.change < 0]
     result: int | None = None
     for policy in rules.policies:
-        start = (
-            current
-            - _changes_in_period(policy.period, ups, now)
-            + _changes_in_period(policy.period, downs, now)
-        )
+        start = current - _changes_in_period(policy.period, ups, now) + _changes_in_period(policy.period, downs, now)
         proposed = start - policy.value if policy.type == "pods" else int(start * (1 - policy.value / 100))
         if result is None:
             result = proposed

@@ -51,9 +51,7 @@ def _direction(ratio: float) -> int:
     return 1 if ratio > 1.0 else (-1 if ratio < 1.0 else 0)
 
 
-def _result(
-    name: str, current: int, proposal: int, ratio: float, value: float, detail: str
-) -> MetricProposal:
+def _result(name: str, current: int, proposal: int, ratio: float, value: float, detail: str) -> MetricProposal:
     if proposal > current:
         reason = "scale_up"
     elif proposal < current:
@@ -88,9 +86,7 @@ def _single(
             return _result(name, current, _ceil(value / target), value / target, value, "from zero")
         ratio = value / (target * current)
         if abs(1.0 - ratio) <= tolerance:
-            return MetricProposal(
-                name, current, "within_tolerance", ratio, value, detail=f"ratio={ratio:.4g}"
-            )
+            return MetricProposal(name, current, "within_tolerance", ratio, value, detail=f"ratio={ratio:.4g}")
         proposal = _ceil(value / target)
         return _result(name, current, proposal, ratio, value, f"ratio={ratio:.4g} total={value:.6g}")
     ratio = value / target
@@ -210,8 +206,6 @@ def combine(proposals: Sequence[MetricProposal], current: int) -> Combined:
         )
     if len(ok) > 1 and best.replicas == current:
         # All metrics agree on no change; report the first non-trivial reason (e.g. direction_flip).
-        reason = next(
-            (p.reason for p in ok if p.replicas == current and p.reason != "within_tolerance"), best.reason
-        )
+        reason = next((p.reason for p in ok if p.replicas == current and p.reason != "within_tolerance"), best.reason)
         return Combined(current, reason, best.name, best.detail)
     return Combined(best.replicas, best.reason, best.name, best.detail)

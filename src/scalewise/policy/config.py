@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from scalewise.durations import Duration
 
@@ -61,8 +62,7 @@ def _check_template(query: str) -> str:
                     )
                 if in_string != '"':
                     raise ValueError(
-                        f"placeholder {{{name}}} must be inside a double-quoted label value, "
-                        f'e.g. workload="{{{name}}}"'
+                        f'placeholder {{{name}}} must be inside a double-quoted label value, e.g. workload="{{{name}}}"'
                     )
                 i = match.end()
                 continue
@@ -124,9 +124,7 @@ class MetricTarget(_Strict):
             if self.query is not None:
                 raise ValueError("a 'docker_cpu' metric takes no 'query'")
             if self.type == "value":
-                raise ValueError(
-                    "a 'docker_cpu' metric is per replica: use type 'utilization' or 'average_value'"
-                )
+                raise ValueError("a 'docker_cpu' metric is per replica: use type 'utilization' or 'average_value'")
         return self
 
 
@@ -212,9 +210,7 @@ class Burst(_Strict):
 
     enabled: bool = True
     panic_threshold: float = Field(default=2.0, gt=1.0, le=100.0, description="2.0 = 200% of target")
-    panic_window: Duration = Field(
-        default=60.0, gt=0, description="Panic lasts this long after the last burst"
-    )
+    panic_window: Duration = Field(default=60.0, gt=0, description="Panic lasts this long after the last burst")
 
 
 class Schedule(_Strict):
@@ -260,12 +256,18 @@ class Schedule(_Strict):
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         local = now.astimezone(ZoneInfo(self.timezone))
-        # croniter's get_prev is strict; step one second past now so a window opening now counts.
-        probe = local.replace(microsecond=0)
-        start = croniter(self.cron, probe).get_prev(datetime)
-        if croniter.match(self.cron, probe):
-            start = probe
+        # Cron times fall on whole minutes (whole seconds with a 6-field cron): the latest one at or
+        # before ``now`` only depends on ``now`` truncated to that resolution, which is memoised.
+        probe = local.replace(microsecond=0) if len(self.cron.split()) == 6 else local.replace(second=0, microsecond=0)
+        start = _latest_fire(self.cron, probe)
         return 0 <= (local - start).total_seconds() < self.duration
+
+
+@lru_cache(maxsize=8192)
+def _latest_fire(cron: str, probe: datetime) -> datetime:
+    """The latest cron time at or before ``probe`` (croniter's get_prev is strict, hence +1s)."""
+    result: datetime = croniter(cron, probe + timedelta(seconds=1)).get_prev(datetime)
+    return result
 
 
 class AutoscalingSpec(_Strict):
@@ -283,6 +285,8 @@ class AutoscalingSpec(_Strict):
     )
     paused: bool = False
 
+    _hash: str | None = PrivateAttr(default=None)
+
     @field_validator("metrics")
     @classmethod
     def _unique(cls, value: list[MetricTarget]) -> list[MetricTarget]:
@@ -293,5 +297,8 @@ class AutoscalingSpec(_Strict):
         return value
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        """Stable short hash of this block (the config version recorded with each decision)."""
+        if self._hash is None:
+            blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+            self._hash = hashlib.sha256(blob).hexdigest()[:12]
+        return self._hash

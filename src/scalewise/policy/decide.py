@@ -368,9 +368,7 @@ def decide(
 
     combined = combine(proposals, current)
     assert combined.replicas is not None
-    steps.append(
-        Step(name="combine", proposal=combined.replicas, reason=combined.reason, detail=combined.detail)
-    )
+    steps.append(Step(name="combine", proposal=combined.replicas, reason=combined.reason, detail=combined.detail))
 
     # -- scale to zero after the cooldown
     cooling = False
@@ -437,8 +435,7 @@ def decide(
         limited == current
         and cooling
         and current == floor
-        and reason
-        in ("within_tolerance", "direction_flip", "clamped_min", "stabilized_down", "rate_limited_down")
+        and reason in ("within_tolerance", "direction_flip", "clamped_min", "stabilized_down", "rate_limited_down")
     ):
         reason = "cooldown_hold"
     if limited != current and reason in ("within_tolerance", "direction_flip", "missing_metrics_hold"):
