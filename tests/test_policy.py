@@ -239,9 +239,7 @@ def test_scale_down_stabilization_window_default_300s():
 
 def test_stabilization_uses_max_of_window():
     s = spec(prom("rps"))
-    recs = [
-        Recommendation(at=T0 - timedelta(seconds=s_), replicas=r) for s_, r in ((250, 4), (100, 3), (50, 2))
-    ]
+    recs = [Recommendation(at=T0 - timedelta(seconds=s_), replicas=r) for s_, r in ((250, 4), (100, 3), (50, 2))]
     d = run(s, [one("rps", 10)], 6, state=PolicyState(recommendations=recs))
     assert (d.desired, d.reason) == (4, "stabilized_down")
 
@@ -452,9 +450,7 @@ def test_schedule_ceiling_and_conflict():
     d = run(s, [one("rps", 900)], 2, now=datetime(2026, 1, 5, 23, 0, tzinfo=UTC))
     assert (d.desired, d.reason) == (3, "schedule_ceiling")
     both = [night, {"cron": "0 23 * * *", "duration": "1h", "min": 8}]
-    d = run(
-        spec(prom("rps"), schedules=both), [one("rps", 100)], 2, now=datetime(2026, 1, 5, 23, 5, tzinfo=UTC)
-    )
+    d = run(spec(prom("rps"), schedules=both), [one("rps", 100)], 2, now=datetime(2026, 1, 5, 23, 5, tzinfo=UTC))
     assert (d.effective_min, d.effective_max) == (3, 3)
 
 
@@ -653,9 +649,7 @@ def test_properties(case):
     if _any_failed(d) and d.reason not in ("fallback", "clamped_max", "schedule_ceiling"):
         assert d.desired >= current or current > d.effective_max
     # 3. deterministic, also through the JSON-persisted state
-    again = decide(
-        s, bounds, readings, current, ready, PolicyState.model_validate_json(state.model_dump_json()), now
-    )
+    again = decide(s, bounds, readings, current, ready, PolicyState.model_validate_json(state.model_dump_json()), now)
     assert again == d
     # 4. replay of the record
     rec = DecisionRecord.model_validate_json(DecisionRecord.of(s, state, d).model_dump_json())
@@ -673,3 +667,39 @@ def test_schedule_window_edges():
     at = datetime(2026, 1, 5, 7, 10, 30, tzinfo=UTC)
     assert secs.active_at(at) and secs.active_at(at + timedelta(seconds=4.5))
     assert not secs.active_at(at + timedelta(seconds=5)) and not secs.active_at(at - timedelta(seconds=1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 900), st.integers(0, 12)), max_size=40),
+    st.integers(0, 12),
+    st.integers(0, 12),
+    st.integers(0, 600),
+    st.integers(0, 600),
+    st.integers(0, 900),
+)
+def test_compaction_preserves_stabilization(samples, desired, current, up_w, down_w, later):
+    from scalewise.policy.behavior import compact_recommendations, stabilize
+    from scalewise.policy.config import Behavior
+
+    history = [Recommendation(at=T0 + timedelta(seconds=t), replicas=r) for t, r in samples]
+    behavior = Behavior.model_validate(
+        {
+            "scale_up": {"stabilization_window": up_w, "policies": [{"type": "pods", "value": 1}]},
+            "scale_down": {"stabilization_window": down_w, "policies": [{"type": "pods", "value": 1}]},
+        }
+    )
+    now = T0 + timedelta(seconds=900 + later)
+    compact = compact_recommendations(history)
+    assert len(compact) <= len(history)
+    assert stabilize(desired, current, compact, behavior, now) == stabilize(desired, current, history, behavior, now)
+
+
+def test_persisted_state_stays_small():
+    s = spec(prom("rps"))
+    state, current = PolicyState(), 3
+    for i in range(300):  # 300 ticks of 1 s with a noisy metric
+        now = T0 + timedelta(seconds=i)
+        d = run(s, [one("rps", 100 + (i * 37) % 250)], current, state=state, now=now, bounds=(1, 50))
+        state, current = d.state, d.desired
+    assert len(state.model_dump_json()) < 5000  # fits a Prefect Variable

@@ -134,3 +134,24 @@ def history_horizon(behavior: Behavior) -> tuple[float, float]:
     rec = max(behavior.scale_up.stabilization_window, behavior.scale_down.stabilization_window)
     periods = [p.period for p in (*behavior.scale_up.policies, *behavior.scale_down.policies)]
     return rec, max(periods, default=0.0)
+
+
+def compact_recommendations(history: Sequence[Recommendation]) -> list[Recommendation]:
+    """Drop samples that can never decide a window again, keeping the result of every future query.
+
+    A stabilization query takes the max (or min) of all samples newer than a cutoff that only
+    moves forward. A sample is irrelevant to max-queries once a newer sample is >= it, and to
+    min-queries once a newer sample is <= it; a sample irrelevant to both is dropped. This keeps a
+    persisted :class:`~scalewise.policy.decide.PolicyState` small (Prefect Variables hold 5,000 chars).
+    """
+    ordered = sorted(history, key=lambda r: r.at)
+    kept: list[Recommendation] = []
+    later_max: int | None = None
+    later_min: int | None = None
+    for rec in reversed(ordered):
+        if later_max is None or later_min is None or rec.replicas > later_max or rec.replicas < later_min:
+            kept.append(rec)
+        later_max = rec.replicas if later_max is None else max(later_max, rec.replicas)
+        later_min = rec.replicas if later_min is None else min(later_min, rec.replicas)
+    kept.reverse()
+    return kept

@@ -28,7 +28,14 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scalewise.policy.behavior import Recommendation, ScaleEvent, history_horizon, limit_rate, stabilize
+from scalewise.policy.behavior import (
+    Recommendation,
+    ScaleEvent,
+    compact_recommendations,
+    history_horizon,
+    limit_rate,
+    stabilize,
+)
 from scalewise.policy.calculator import MetricProposal, aggregate_value, combine, propose
 from scalewise.policy.config import AutoscalingSpec
 from scalewise.policy.readings import MetricReading, ReplicaInfo
@@ -219,7 +226,7 @@ def decide(
         if desired != current:
             new_events.append(ScaleEvent(at=now, change=desired - current))
         new_state = PolicyState(
-            recommendations=recs,
+            recommendations=compact_recommendations(recs),
             scale_events=new_events,
             consecutive_failures=failures,
             last_active=last_active,
