@@ -703,3 +703,14 @@ def test_persisted_state_stays_small():
         d = run(s, [one("rps", 100 + (i * 37) % 250)], current, state=state, now=now, bounds=(1, 50))
         state, current = d.state, d.desired
     assert len(state.model_dump_json()) < 5000  # fits a Prefect Variable
+
+
+def test_min_zero_without_scale_to_zero_is_not_a_schedule_floor():
+    d = run(spec(prom("rps"), behavior=NO_WINDOWS), [one("rps", 0)], 3, bounds=(0, 10))
+    assert (d.desired, d.reason) == (1, "clamped_min")
+
+
+def test_unready_replicas_hold_but_do_not_count_towards_fallback():
+    s = spec(prom("rps"), fallback={"failure_threshold": 1, "replicas": 9})
+    d = run(s, [one("rps", 500)], 3, ready=0)
+    assert (d.desired, d.reason, d.state.consecutive_failures) == (3, "missing_metrics_hold", 0)

@@ -252,9 +252,10 @@ def decide(
         return finish(current, "paused", "autoscaling is paused")
 
     def bound_reason(value: int, low: bool) -> str:
+        """Name the bound that limited ``value``: a schedule's, or the workload's own."""
         if low:
-            return "schedule_floor" if value > inputs.bounds[0] else "clamped_min"
-        return "schedule_ceiling" if value < inputs.bounds[1] else "clamped_max"
+            return "schedule_floor" if eff_min > inputs.bounds[0] and value == max(eff_min, 1) else "clamped_min"
+        return "schedule_ceiling" if eff_max < inputs.bounds[1] and value == eff_max else "clamped_max"
 
     zero_capable = spec.scale_to_zero.enabled and eff_min == 0
     floor = max(eff_min, 1)  # metric scaling never reaches 0; only activation does
@@ -277,7 +278,10 @@ def decide(
         )
     n_failed = sum(1 for p in proposals if not p.ok)
     all_failed = n_failed == len(proposals)
-    failures = failures + 1 if all_failed else 0
+    if not all_failed:
+        failures = 0
+    elif any(p.error != "no_ready_replicas" for p in proposals):
+        failures += 1  # only failed reads count towards the fallback, not replicas still starting
 
     # -- activation (KEDA)
     active = False

@@ -21,6 +21,7 @@ ERROR_CODES: tuple[str, ...] = (
     "timeout",  # the source did not answer in time
     "bad_query",  # template substitution refused (e.g. hostile name) or the query is malformed
     "no_replicas",  # a per-replica source found no running replica
+    "no_ready_replicas",  # no ready replica to base a proposal on (set by the policy)
     "stale",  # older than stale_after (set by the policy)
     "not_read",  # no reading was supplied for a configured metric (set by the policy)
     "source",  # any other source failure
