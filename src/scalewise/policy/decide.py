@@ -69,7 +69,6 @@ REASONS: tuple[str, ...] = (
     "bounds",
     "failed",
     "panic_enter",
-    "recorded",
 )
 
 
