@@ -72,6 +72,16 @@ revision); otherwise the newer containers are removed and missing old ones recre
 Reconciling also brings the count back to ``desired`` (creates missing, removes extra, starts
 created-but-never-started containers), which makes every write safe to repeat.
 
+Waiting
+-------
+``wait_converged`` first reconciles (bounded by its timeout; skipped if another operation holds the
+lock for that long), then polls ``read`` (calling ``on_progress`` each time) until desired == ready
+== updated == running and no second revision is present (``converged``) or the bound passes
+(``timeout``). ``rolled_back``: *this* wait rolled back an interrupted update. As with the Swarm
+adapter, a wait that starts after a rollback already finished (here: after ``update_image`` raised
+:class:`RolloutFailed`) reports ``converged`` while ``state.update_state`` still says
+``rollback_completed`` until the next scale or update.
+
 Error mapping (kopf-style; only ``TransientError`` is ever retried)
 -------------------------------------------------------------------
 ==========================================================  =====================================
@@ -369,9 +379,7 @@ class _Group:
         revision = min(b.revision for b in self.replicas)
         of_rev = sorted((b for b in self.replicas if b.revision == revision), key=lambda b: b.created)
         newest = of_rev[-1]
-        history = _parse_history(newest.labels.get(LABEL_REVISIONS)) or [
-            Revision(number=revision, image=newest.image)
-        ]
+        history = _parse_history(newest.labels.get(LABEL_REVISIONS)) or [Revision(number=revision, image=newest.image)]
         history = [r for r in history if r.number <= revision] or history
         return _Record(
             desired=newest.desired,
@@ -413,8 +421,7 @@ def workload_lock(name: str, timeout_s: float) -> Iterator[None]:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise ConflictError(
-                            f"docker workload {name!r}: another scalewise process holds its lock;"
-                            " re-read and retry"
+                            f"docker workload {name!r}: another scalewise process holds its lock; re-read and retry"
                         ) from None
                     time.sleep(0.05)
             try:
@@ -451,9 +458,7 @@ class EngineOrchestrator:
         from ``base_url``. ``version=None`` asks the engine for its API version (needs it reachable)."""
         with _mapped("connecting to the Docker engine"):
             if base_url is not None:
-                client = docker.DockerClient(
-                    base_url=base_url, version=version or "auto", timeout=int(timeout_s)
-                )
+                client = docker.DockerClient(base_url=base_url, version=version or "auto", timeout=int(timeout_s))
             else:
                 client = docker.from_env(timeout=int(timeout_s), version=version or "auto")
         return cls(client)
@@ -504,9 +509,7 @@ class EngineOrchestrator:
         ready = sum(1 for b in live if b.ready)
         updated = sum(1 for b in live if b.running and b.revision == newest)
         if updating:
-            counts = ", ".join(
-                f"r{rev}: {sum(1 for b in live if b.revision == rev)}" for rev in sorted(revisions)
-            )
+            counts = ", ".join(f"r{rev}: {sum(1 for b in live if b.revision == rev)}" for rev in sorted(revisions))
             update_state: str | None = "updating"
             message: str | None = f"containers of several revisions present ({counts})"
         else:
@@ -558,13 +561,9 @@ class EngineOrchestrator:
             text = str(exc).lower()
             if any(s in text for s in ("timeout", "connection refused", "unreachable")):
                 raise
-            raise PermanentError(
-                f"{what}: not present on the engine and could not be pulled: {_cause(exc)}"
-            ) from None
+            raise PermanentError(f"{what}: not present on the engine and could not be pulled: {_cause(exc)}") from None
         except PermanentError as exc:
-            raise PermanentError(
-                f"{what}: not present on the engine and could not be pulled: {_cause(exc)}"
-            ) from None
+            raise PermanentError(f"{what}: not present on the engine and could not be pulled: {_cause(exc)}") from None
 
     def _new_anchor(
         self,
@@ -850,14 +849,9 @@ class EngineOrchestrator:
                 name = str(info.get("Name", cid[:12])).lstrip("/")
                 st = info.get("State") or {}
                 status = st.get("Status")
-                if (
-                    status in ("exited", "dead")
-                    or int(info.get("RestartCount") or 0) > 0
-                    or st.get("Restarting")
-                ):
+                if status in ("exited", "dead") or int(info.get("RestartCount") or 0) > 0 or st.get("Restarting"):
                     raise _RolloutError(
-                        f"new container {name} exited (exit code {st.get('ExitCode')})"
-                        f" {st.get('Error') or ''}".strip()
+                        f"new container {name} exited (exit code {st.get('ExitCode')}) {st.get('Error') or ''}".strip()
                     )
                 health = st.get("Health")
                 if health:
@@ -889,9 +883,7 @@ class EngineOrchestrator:
         group = self._list(name)
         rec = group.record()
         new_hash = template_hash(spec)
-        new_rev = (
-            max([r.number for r in rec.history] + [b.revision for b in group.replicas] + [rec.revision]) + 1
-        )
+        new_rev = max([r.number for r in rec.history] + [b.revision for b in group.replicas] + [rec.revision]) + 1
         history = [
             *rec.history,
             Revision(number=new_rev, image=image, created_at=datetime.now(UTC), spec_hash=new_hash),
@@ -996,9 +988,7 @@ class EngineOrchestrator:
                 self._ensure_image(spec.name, spec.image)
                 desired = spec.replicas.start if replicas is None else replicas
                 spec_hash = template_hash(spec)
-                history = [
-                    Revision(number=1, image=spec.image, created_at=datetime.now(UTC), spec_hash=spec_hash)
-                ]
+                history = [Revision(number=1, image=spec.image, created_at=datetime.now(UTC), spec_hash=spec_hash)]
                 self._new_anchor(
                     spec,
                     group,
@@ -1127,7 +1117,7 @@ class EngineOrchestrator:
                 and state.running_replicas == state.desired_replicas
             )
             if steady:
-                if outcome == "rolled_back" or state.update_state == "rollback_completed":
+                if outcome == "rolled_back":
                     return ConvergeResult(
                         converged=False,
                         state=state,
