@@ -281,6 +281,27 @@ def test_broken_stop_first_rollout_restores_the_replaced_containers(docker_targe
     assert all(docker("inspect", "-f", "{{.Config.Image}}", cid) == IMAGE_V1 for cid in replica_ids(spec.name))
 
 
+def test_a_concurrent_wait_watches_a_live_update_and_never_rolls_it_back(
+    docker_target: TargetHarness, fresh: EngineOrchestrator
+) -> None:
+    orch = docker_target.orchestrator
+    spec = deploy(docker_target, replicas=2)
+    version = orch.read(spec).version
+    updater = threading.Thread(target=orch.update_image, args=(spec, IMAGE_V2, version))
+    updater.start()
+    deadline = time.monotonic() + 20
+    while not fresh.read(spec).updating:  # the update has started its first new container
+        assert time.monotonic() < deadline, "the update never showed a second revision"
+        time.sleep(0.05)
+    seen: list[bool] = []
+    result = fresh.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.2, on_progress=lambda s: seen.append(s.updating))
+    updater.join(timeout=WAIT_S)
+    assert result.converged and result.reason == "converged", result
+    assert result.state.image == IMAGE_V2 and result.state.revision == 2
+    assert True in seen, "the wait reported progress while the update ran"
+    assert engine_fetch(spec) == ["v2", "v2"]
+
+
 # ------------------------------------------------------------------------------ scaling and state
 
 

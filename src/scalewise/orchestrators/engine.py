@@ -74,8 +74,9 @@ created-but-never-started containers), which makes every write safe to repeat.
 
 Waiting
 -------
-``wait_converged`` first reconciles (bounded by its timeout; skipped if another operation holds the
-lock for that long), then polls ``read`` (calling ``on_progress`` each time) until desired == ready
+``wait_converged`` first reconciles (skipped while another operation holds the lock: a live
+update in another thread or process is watched, never rolled back; leftovers seen later while the
+lock is free are reconciled then), then polls ``read`` (calling ``on_progress`` each time) until desired == ready
 == updated == running and no second revision is present (``converged``) or the bound passes
 (``timeout``). ``rolled_back``: *this* wait rolled back an interrupted update. As with the Swarm
 adapter, a wait that starts after a rollback already finished (here: after ``update_image`` raised
@@ -1104,10 +1105,21 @@ class EngineOrchestrator:
         start = time.monotonic()
         deadline = start + max(0.0, timeout_s)
         outcome = ""
-        with contextlib.suppress(ConflictError), workload_lock(spec.name, max(0.0, timeout_s)):
-            outcome = self._reconcile(spec)
+
+        def reconcile(lock_wait_s: float) -> None:
+            # A held lock means another scalewise operation is changing the workload right now:
+            # never touch its containers, just watch. ConflictError also covers an engine 409.
+            nonlocal outcome
+            with contextlib.suppress(ConflictError), workload_lock(spec.name, lock_wait_s):
+                outcome = self._reconcile(spec) or outcome
+
+        reconcile(min(max(0.0, timeout_s), 1.0))
         while True:
             state = self.read(spec)
+            if state.updating:
+                # Two revisions while nobody holds the lock: the updater died; resolve it now.
+                reconcile(0.0)
+                state = self.read(spec)
             if on_progress is not None:
                 on_progress(state)
             elapsed = time.monotonic() - start
