@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from scalewise.errors import ConflictError, PermanentError, RolloutFailed, Trans
 from scalewise.orchestrators import engine as eng
 from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.spec import WorkloadSpec
-from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3
+from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3, ROOT
 from tests.support.target_engine import all_ids, engine_fetch, replica_ids
 from tests.support.targets import TargetHarness
 
@@ -216,6 +217,42 @@ def test_state_is_recovered_by_a_fresh_adapter_instance(
     assert fresh.revisions(spec) == orch.revisions(spec)
     # The fresh instance can write with the token the first one observed.
     assert fresh.set_replicas(spec, 2, mine.version).desired_replicas == 2
+
+
+UPDATER = """
+import sys
+from scalewise.orchestrators.engine import EngineOrchestrator
+from scalewise.spec import WorkloadSpec
+spec = WorkloadSpec.model_validate_json(sys.stdin.read())
+orch = EngineOrchestrator.from_env()
+orch.update_image(spec, sys.argv[1], orch.read(spec).version)
+"""
+
+
+def test_process_killed_mid_update_is_rolled_back_by_the_next_one(
+    docker_target: TargetHarness, fresh: EngineOrchestrator
+) -> None:
+    spec = deploy(docker_target, replicas=2)
+    old = sorted(replica_ids(spec.name))
+    proc = subprocess.Popen([sys.executable, "-c", UPDATER, IMAGE_V2], stdin=subprocess.PIPE, text=True, cwd=str(ROOT))
+    assert proc.stdin is not None
+    proc.stdin.write(spec.model_dump_json())
+    proc.stdin.close()
+    try:
+        deadline = time.monotonic() + 30
+        while not fresh.read(spec).updating:  # its first new container exists
+            assert proc.poll() is None, "the updater exited before it started the rollout"
+            assert time.monotonic() < deadline, "the updater never started the rollout"
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup, no finally blocks; the flock goes with the process
+        proc.wait(timeout=10)
+    assert fresh.read(spec).updating, "the killed process left two revisions behind"
+    result = fresh.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.25)
+    assert result.reason == "rolled_back", result
+    assert (result.state.revision, result.state.image, result.state.ready_replicas) == (1, IMAGE_V1, 2)
+    assert sorted(replica_ids(spec.name)) == old
+    assert engine_fetch(spec) == ["v1", "v1"]
 
 
 # ------------------------------------------------------------------------------ rolling updates
