@@ -283,6 +283,38 @@ def server(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 4200) 
     console.print(srv.api_url)
 
 
+@app.command()
+def webhook(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8787,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Webhook config (default: $SCALEWISE_WEBHOOK_CONFIG)")
+    ] = None,
+) -> None:
+    """Receive Alertmanager notifications and signed action requests; start the matching deployment runs
+    (served by deployments/serve.py or prefect.yaml workers)."""
+    import logging
+
+    import uvicorn
+
+    from scalewise.webhook.app import create_app
+    from scalewise.webhook.config import load_config, resolve_credentials
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with prefect_api() as url:
+        try:
+            cfg = load_config(config)
+            application = create_app(cfg, resolve_credentials(cfg))
+        except ScalewiseError as exc:
+            fail(str(exc), 2)
+        console.print(
+            f"webhook receiver on http://{host}:{port} ({len(cfg.callers)} caller(s), {len(cfg.routes)} route(s)),"
+            f" starting runs on {url}"
+        )
+        uvicorn.run(application, host=host, port=port, log_level="info")
+
+
 def main() -> None:
     app()
 

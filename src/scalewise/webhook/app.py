@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from prefect.exceptions import ObjectNotFound
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -443,10 +444,13 @@ class Receiver:
         except Exception as exc:  # Prefect unreachable or refusing: nothing accepted, safe to retry
             if who.signature is not None:
                 self.auth.replay.forget(who.signature)
-            log.warning("could not start a run: %s: %s", type(exc).__name__, str(exc)[:300])
+            what = type(exc).__name__
+            if isinstance(exc, ObjectNotFound):
+                what = "deployment not found (are the scalewise deployments served?)"
+            log.warning("could not start a run: %s: %s", what, str(exc)[:300])
             raise Problem(
                 503,
-                f"could not start the run: {type(exc).__name__}",
+                f"could not start the run: {what}",
                 None,
                 "unavailable",
                 {"Retry-After": "5"},
