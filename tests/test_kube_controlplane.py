@@ -13,7 +13,7 @@ from tests.support.kube import ControlPlane
 pytestmark = pytest.mark.kube
 
 
-def _deployment(name: str, image: str, replicas: int) -> dict[str, Any]:
+def _deployment(name: str, image: str, replicas: int, progress_deadline: int = 600) -> dict[str, Any]:
     labels = {"app": name}
     return {
         "apiVersion": "apps/v1",
@@ -21,7 +21,7 @@ def _deployment(name: str, image: str, replicas: int) -> dict[str, Any]:
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "replicas": replicas,
-            "progressDeadlineSeconds": 600,
+            "progressDeadlineSeconds": progress_deadline,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
@@ -92,7 +92,7 @@ def test_never_ready_image_stays_unready(kube_cluster: ControlPlane) -> None:
     ns = kube_cluster.new_namespace("never")
     apps: Any = client.AppsV1Api(kube_cluster.api_client())
     core: Any = client.CoreV1Api(kube_cluster.api_client())
-    apps.create_namespaced_deployment(ns, _deployment("stuck", "example.invalid/never-ready:1", 2))
+    apps.create_namespaced_deployment(ns, _deployment("stuck", "example.invalid/never-ready:1", 2, progress_deadline=3))
 
     def running() -> bool:
         pods = core.list_namespaced_pod(ns, label_selector="app=stuck").items
@@ -107,3 +107,68 @@ def test_never_ready_image_stays_unready(kube_cluster: ControlPlane) -> None:
         ready = [c for c in p.status.conditions if c.type == "Ready"]
         assert ready and ready[0].status == "False"
         assert all(not cs.ready for cs in p.status.container_statuses)
+
+    # The rollout cannot progress, so the deployment controller must give up.
+    def deadline_exceeded() -> bool:
+        conds = apps.read_namespaced_deployment_status("stuck", ns).status.conditions or []
+        return any(c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" for c in conds)
+
+    _wait_for(deadline_exceeded, 60, "ProgressDeadlineExceeded")
+
+
+def test_rbac_is_enforced(kube_cluster: ControlPlane) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ns = kube_cluster.new_namespace("rbac")
+    core: Any = client.CoreV1Api(kube_cluster.api_client())
+    tr = core.create_namespaced_service_account_token(
+        "default", ns, {"spec": {"audiences": [], "expirationSeconds": 600}}
+    )
+    cfg = client.Configuration()
+    cfg.host = kube_cluster.server
+    cfg.ssl_ca_cert = str(kube_cluster.ca_file)
+    cfg.api_key = {"authorization": f"Bearer {tr.status.token}"}
+    sa_core: Any = client.CoreV1Api(client.ApiClient(cfg))
+    with pytest.raises(ApiException) as exc:
+        sa_core.list_namespaced_pod(ns)
+    assert exc.value.status == 403
+
+    rbac: Any = client.RbacAuthorizationV1Api(kube_cluster.api_client())
+    rbac.create_namespaced_role(
+        ns,
+        {
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "pod-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}],
+        },
+    )
+    _wait_for(lambda: _can_list(sa_core, ns), 10, "RBAC grant to take effect")
+
+
+def _can_list(core: Any, ns: str) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core.list_namespaced_pod(ns)
+    except ApiException:
+        return False
+    return True
+
+
+def test_restart_apiserver(kube_cluster: ControlPlane) -> None:
+    from kubernetes import client
+
+    ns = kube_cluster.new_namespace("restart")
+    kube_cluster.restart_apiserver()
+    core: Any = client.CoreV1Api(kube_cluster.api_client())
+    assert core.read_namespace(ns).metadata.name == ns
+    # The rest of the control plane still works after the restart.
+    kube_cluster.new_namespace("after-restart")

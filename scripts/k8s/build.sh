@@ -52,6 +52,16 @@ grep -q "go.etcd.io/etcd/server/v3 ${ETCD_VERSION}" "${HERE}/etcd/go.mod" \
   || { log "error: etcd/go.mod does not require etcd server ${ETCD_VERSION}"; exit 1; }
 
 mkdir -p "${BIN_DIR}"
+# Serialize concurrent cold builds (e.g. two pytest runs on a fresh machine).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${CACHE_ROOT}/k8s/.build.lock"
+  flock 9
+  if all_present; then
+    log "cache hit (built by a concurrent run): ${BIN_DIR}"
+    echo "${BIN_DIR}"
+    exit 0
+  fi
+fi
 # Build into a staging dir and move binaries into place only on success, so an
 # interrupted build never leaves a half-written binary that looks like a cache hit.
 STAGE="$(mktemp -d "${CACHE_ROOT}/k8s/.stage.XXXXXX")"

@@ -80,9 +80,7 @@ def build_binaries(timeout: float = 3600.0) -> Path:
         check=False,
     )
     if proc.returncode != 0:
-        raise ControlPlaneError(
-            f"scripts/k8s/build.sh failed (rc={proc.returncode}):\n{_tail_text(proc.stderr, 60)}"
-        )
+        raise ControlPlaneError(f"scripts/k8s/build.sh failed (rc={proc.returncode}):\n{_tail_text(proc.stderr, 60)}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if not lines:
         raise ControlPlaneError("scripts/k8s/build.sh printed no bin directory")
@@ -189,9 +187,7 @@ def _generate_pki(directory: Path) -> _Pki:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -212,9 +208,7 @@ def _generate_pki(directory: Path) -> _Pki:
     # The controller-manager wants a PKCS#1 "RSA PRIVATE KEY" or PKCS#8; both work.
     write_key(pki.sa_key, sa_key)
     pki.sa_pub.write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
 
@@ -256,7 +250,7 @@ class _Component:
                 except subprocess.TimeoutExpired:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=grace)
+                    proc.wait(timeout=10)
             # Reap anything left in the group (the components do not fork, but be safe).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -291,9 +285,7 @@ class ControlPlane:
         self.startup_timeout = startup_timeout
         self._bin_dir = bin_dir
         self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="scalewise-k8s-"))
-        )
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="scalewise-k8s-"))
         self.log_dir = self.workdir / "logs"
         self.token = secrets.token_hex(24)
         self.etcd_port = 0
@@ -457,13 +449,20 @@ class ControlPlane:
         if remove_workdir and self._own_workdir and os.environ.get("SCALEWISE_KEEP_K8S") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def restart_apiserver(self) -> None:
-        """Stop the apiserver, start it again on the same port, wait for /readyz."""
+    def restart_apiserver(self, downtime: float = 0.0, grace: float = 3.0) -> None:
+        """Stop the apiserver, stay down ``downtime`` seconds, start it again on the
+        same port and wait for /readyz.
+
+        The apiserver is sent SIGTERM and SIGKILLed after ``grace`` seconds: with
+        clients holding watches open its graceful shutdown can take well over 10s.
+        """
         comp = self._components["kube-apiserver"]
-        comp.stop()
+        comp.stop(grace=grace)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self._port_free(self.apiserver_port):
             time.sleep(0.1)
+        if downtime > 0:
+            time.sleep(downtime)
         comp.start()
         self._wait("kube-apiserver", self._apiserver_ready, "apiserver /readyz after restart")
 
@@ -560,9 +559,7 @@ class ControlPlane:
                 }
             ],
             "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [
-                {"name": "scalewise-test", "context": {"cluster": "scalewise-test", "user": "admin"}}
-            ],
+            "contexts": [{"name": "scalewise-test", "context": {"cluster": "scalewise-test", "user": "admin"}}],
             "current-context": "scalewise-test",
         }
         # JSON is valid YAML, so no YAML dependency is needed here.
