@@ -1,0 +1,371 @@
+"""``autoscale``: evaluate the autoscaling policy of each configured workload and apply its decision.
+
+Per workload: read the orchestrator state, read the metrics, load the persisted PolicyState, decide
+(``now`` from the clock). A decision that changes the replica count is applied with the same task
+as ``scale`` (``apply_scale(spec, "absolute", n)``) inside the same per-workload lock and audit frame
+(``run_action("autoscale", ...)``); under the lock the state and the policy state are read again and
+the decision re-made, so an operation that ran meanwhile is never overwritten by a stale decision.
+The decision record (DecisionRecord JSON) rides in the action record. The PolicyState is saved after
+every evaluation (``state_if_not_applied()`` when the write failed or was refused).
+
+Never scale in on a guess: failed or missing metrics hold (policy), and an orchestrator or
+policy-state read error holds too (nothing is decided, nothing saved). Only actions and dry-run
+plans create action records; every decision is logged and counted in the self-metrics.
+
+Three ways to run it: the ``autoscale/scalewise`` deployment on an interval schedule, the same
+deployment started at once by a ``scalewise.threshold.crossed`` event (``scalewise watch``), and
+:func:`run_loop` (``scalewise autoscaler``), which calls this flow in process every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from flows.common import require_state, run_action, snapshot, timed
+from flows.params import ObservedAt, Reason, Timeout, WorkloadName
+from scalewise import autoscaler, selfmetrics
+from scalewise.audit import ActionRecord, Snapshot, Trigger
+from scalewise.autoscaler import AutoscaleError, Evaluation, Result
+from scalewise.errors import ConvergenceTimeout
+from scalewise.metrics.base import MetricReading
+from scalewise.settings import workloads_path
+from scalewise.spec import WorkloadSpec, load_workloads
+from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
+from tasks.policy_state import load_state
+from tasks.workload import apply_scale, read_state, wait_until_ready
+
+Workloads = Annotated[
+    list[WorkloadName] | None,
+    Field(description="Workloads to evaluate (default: every workload with autoscaling)"),
+]
+AutoscaleMaxAge = Annotated[
+    float | None,
+    Field(gt=0, description="Refuse to act on an observation older than this, seconds (None: no limit)"),
+]
+
+log = logging.getLogger("scalewise.autoscaler")
+
+
+def _run_name() -> str:
+    params: dict[str, Any] = dict(flow_run.parameters or {})
+    names = params.get("workloads") or ["all"]
+    tail = "-dry-run" if params.get("dry_run") else ""
+    return ("autoscale-" + "-".join(str(n) for n in names))[:80] + tail
+
+
+@dataclass
+class _Final:
+    """The decision actually applied (re-made under the lock)."""
+
+    evaluation: Evaluation | None = None
+    applied: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _act_body(
+    spec: WorkloadSpec,
+    readings: list[MetricReading],
+    final: _Final,
+    reason: str,
+    wait: bool,
+    timeout_s: float,
+) -> Any:
+    def body(spec: WorkloadSpec, record: ActionRecord) -> None:
+        fresh = require_state(spec)
+        policy = load_policy_state(spec.name)
+        decision, before = evaluate(spec, fresh, readings, policy, datetime.now(UTC))
+        ev = Evaluation(spec.name, decision, before)
+        final.evaluation = ev
+        record.before = snapshot(fresh)
+        record.decision = ev.record(spec).model_dump(mode="json")
+        record.reason = f"{reason}: {autoscaler.summary(spec.name, decision)}"[:500]
+        record.reason_code = decision.reason
+        record.plan = autoscaler.describe(decision)
+        if not decision.changed:
+            record.outcome = "noop"
+            record.plan.append("re-decided under the lock: no change")
+            return
+        t0 = time.monotonic()
+        out = apply_scale(spec, "absolute", decision.desired)
+        timed(record, "write_s", t0)
+        final.applied = True
+        record.before, record.after = snapshot(out.before), snapshot(out.after)
+        record.plan.extend(out.plan)
+        if out.conflicts:
+            record.plan.append(f"re-decided after {out.conflicts} stale write(s)")
+        if not out.changed:
+            record.outcome = "noop"
+        if wait:
+            t1 = time.monotonic()
+            result = wait_until_ready(spec, timeout_s)
+            timed(record, "wait_s", t1)
+            record.after = snapshot(result.state)
+            if not result.converged:
+                raise ConvergenceTimeout(
+                    f"{spec.name} did not reach {result.state.desired_replicas} ready replicas in "
+                    f"{timeout_s:.0f}s ({result.reason}: {result.detail})"
+                )
+
+    return body
+
+
+def _plan_body(spec: WorkloadSpec, ev: Evaluation, reason: str) -> Any:
+    def body(_: WorkloadSpec, record: ActionRecord) -> None:
+        d = ev.decision
+        record.before = Snapshot(replicas=d.current, ready=d.inputs.ready)
+        record.after = Snapshot(replicas=d.desired)
+        record.decision = ev.record(spec).model_dump(mode="json")
+        record.reason = f"{reason}: {autoscaler.summary(spec.name, d)}"[:500]
+        record.reason_code = d.reason
+        verb = f"would set replicas {d.current} -> {d.desired}" if d.changed else f"would keep {d.current}"
+        record.plan = [f"{verb} ({d.reason})", *autoscaler.describe(d)]
+
+    return body
+
+
+def _save(workload: str, state: Any, logger: Any) -> bool:
+    try:
+        save_policy_state(workload, state)
+        return True
+    except Exception as exc:
+        selfmetrics.ERRORS.labels(workload=workload, stage="save").inc()
+        logger.error("%s: could not persist the policy state: %s: %s", workload, type(exc).__name__, exc)
+        return False
+
+
+def _one(
+    spec: WorkloadSpec,
+    *,
+    dry_run: bool,
+    trigger: Trigger | None,
+    observed_at: datetime | None,
+    max_observation_age_s: float | None,
+    reason: str,
+    wait: bool,
+    timeout_s: float,
+) -> tuple[Result, BaseException | None]:
+    logger = get_run_logger()
+    name = spec.name
+    t0 = time.monotonic()
+    try:
+        state = read_state(spec)
+    except Exception as exc:
+        selfmetrics.ERRORS.labels(workload=name, stage="state").inc()
+        logger.warning("%s: orchestrator read failed, holding: %s: %s", name, type(exc).__name__, exc)
+        return Result(workload=name, outcome="held", reason="orchestrator_error", error=f"{exc}"), exc
+    if state is None:
+        logger.info("%s: not deployed on %s; skipped", name, spec.target)
+        return Result(workload=name, outcome="skipped", reason="not_deployed"), None
+    try:
+        policy = load_policy_state(name)
+    except Exception as exc:
+        selfmetrics.ERRORS.labels(workload=name, stage="policy_state").inc()
+        logger.warning("%s: policy state unreadable, holding: %s: %s", name, type(exc).__name__, exc)
+        return Result(workload=name, outcome="held", reason="policy_state_error", error=f"{exc}"), exc
+    readings = read_metrics(spec)
+    decision, before = evaluate(spec, state, readings, policy, datetime.now(UTC))
+    ev = Evaluation(name, decision, before)
+    selfmetrics.EVALUATION_SECONDS.observe(time.monotonic() - t0)
+    selfmetrics.observe_decision(name, decision.reason, decision.changed, decision.desired)
+    for reading in readings:
+        if not reading.ok:
+            selfmetrics.ERRORS.labels(workload=name, stage="metrics").inc()
+    logger.info("%s", autoscaler.summary(name, decision))
+    for line in autoscaler.describe(decision):
+        logger.info("  %s: %s", name, line)
+
+    if dry_run:
+        planned = run_action(
+            "autoscale", name, _plan_body(spec, ev, reason), reason=reason, dry_run=True, trigger=trigger,
+            observed_at=observed_at, max_observation_age_s=max_observation_age_s,
+        )
+        if decision.changed:
+            selfmetrics.ACTIONS.labels(
+                workload=name, direction=selfmetrics.direction(decision.current, decision.desired), outcome="planned"
+            ).inc()
+        out = autoscaler.result_of(ev, "planned", spec)
+        out.action_id = planned.id
+        return out, None
+
+    if not decision.changed:
+        _save(name, decision.state, logger)
+        return autoscaler.result_of(ev, "unchanged", spec), None
+
+    final = _Final()
+    error: BaseException | None = None
+    record: ActionRecord | None = None
+    try:
+        record = run_action(
+            "autoscale", name, _act_body(spec, readings, final, reason, wait, timeout_s), reason=reason,
+            dry_run=False, trigger=trigger, observed_at=observed_at, max_observation_age_s=max_observation_age_s,
+        )
+    except Exception as exc:
+        error = exc
+        selfmetrics.ERRORS.labels(workload=name, stage="apply").inc()
+        logger.error("%s: scaling failed: %s: %s", name, type(exc).__name__, exc)
+    used = final.evaluation or ev
+    d = used.decision
+    outcome: autoscaler.Outcome
+    if error is None and final.applied:
+        _save(name, d.state, logger)
+        outcome = "scaled" if record is not None and record.outcome == "succeeded" else "unchanged"
+    elif error is None:
+        _save(name, d.state, logger)  # re-decided under the lock: no change
+        outcome = "unchanged"
+    else:
+        # The write may or may not have happened: keep the history, drop this tick's scale event
+        # (a write that did land shows up as the current count on the next tick).
+        _save(name, d.state_if_not_applied(), logger)
+        outcome = "failed"
+    selfmetrics.ACTIONS.labels(
+        workload=name, direction=selfmetrics.direction(d.current, d.desired), outcome=outcome
+    ).inc()
+    result = autoscaler.result_of(used, outcome, spec)
+    if record is not None:
+        result.action_id = record.id
+    if error is not None:
+        result.error = f"{type(error).__name__}: {error}"
+    return result, error
+
+
+@flow(name="autoscale", flow_run_name=_run_name, validate_parameters=True)
+def autoscale(
+    workloads: Workloads = None,
+    dry_run: bool = False,
+    trigger: Trigger | None = None,
+    observed_at: ObservedAt = None,
+    max_observation_age_s: AutoscaleMaxAge = 60.0,
+    reason: Reason = "autoscaler",
+    wait: bool = False,
+    timeout_s: Timeout = 120.0,
+) -> list[Result]:
+    """Evaluate the autoscaling policy of workloads and apply each decision that changes replicas.
+
+    Args:
+        workloads: Workloads to evaluate; default every workload with an autoscaling section.
+        dry_run: Record what would be done (an action record per workload); change and save nothing.
+        trigger: Who started this (filled in by the CLI, the watcher's trigger and the autoscaler loop).
+        observed_at: Time of the observation that caused this run, if any.
+        max_observation_age_s: Refuse to act on an observation older than this (seconds).
+        reason: Why; recorded with each action.
+        wait: Wait until a new replica count is ready.
+        timeout_s: Bounded wait, seconds.
+    """
+    logger = get_run_logger()
+    specs = load_workloads(workloads_path())
+    chosen, skipped = autoscaler.select(specs, workloads)
+    results: list[Result] = [Result(workload=s.workload, outcome="skipped", reason=s.why) for s in skipped]
+    for s in skipped:
+        if workloads is not None:
+            logger.info("%s: skipped (%s)", s.workload, s.why)
+    errors: list[tuple[str, BaseException]] = []
+    for spec in chosen:
+        try:
+            result, error = _one(
+                spec, dry_run=dry_run, trigger=trigger, observed_at=observed_at,
+                max_observation_age_s=max_observation_age_s, reason=reason, wait=wait, timeout_s=timeout_s,
+            )
+        except Exception as exc:  # a bug or an unexpected failure in one workload never stops the others
+            selfmetrics.ERRORS.labels(workload=spec.name, stage="decide").inc()
+            logger.exception("%s: evaluation failed", spec.name)
+            result, error = Result(workload=spec.name, outcome="failed", error=f"{exc}"), exc
+        results.append(result)
+        if error is not None:
+            errors.append((spec.name, error))
+    if len(errors) == 1:
+        raise errors[0][1]
+    if errors:
+        raise AutoscaleError(
+            "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in errors)
+        )
+    return results
+
+
+# -- dry-run without any write: `scalewise plan` ------------------------------------------------
+
+
+def plan(workloads: list[str] | None = None) -> list[Result]:
+    """What the autoscaler would do now and why, without writing anything (no run, lock or save)."""
+    specs = load_workloads(workloads_path())
+    chosen, skipped = autoscaler.select(specs, workloads)
+    results = [Result(workload=s.workload, outcome="skipped", reason=s.why) for s in skipped]
+    found = autoscaler.sources()
+    for spec in chosen:
+        try:
+            state = read_state.fn(spec)
+        except Exception as exc:
+            results.append(Result(workload=spec.name, outcome="held", reason="orchestrator_error", error=f"{exc}"))
+            continue
+        if state is None:
+            results.append(Result(workload=spec.name, outcome="skipped", reason="not_deployed"))
+            continue
+        try:
+            policy = load_state(spec.name)
+        except Exception as exc:
+            results.append(Result(workload=spec.name, outcome="held", reason="policy_state_error", error=f"{exc}"))
+            continue
+        ev = autoscaler.evaluate_workload(spec, state, found, policy)
+        results.append(autoscaler.result_of(ev, "planned", spec))
+    return results
+
+
+# -- the fast in-process loop: `scalewise autoscaler` --------------------------------------------
+
+
+def run_loop(
+    interval_s: float = 2.0,
+    workloads: list[str] | None = None,
+    *,
+    dry_run: bool = False,
+    max_ticks: int | None = None,
+    stop: threading.Event | None = None,
+    max_observation_age_s: float | None = 60.0,
+    on_tick: Any = None,
+) -> int:
+    """Call the ``autoscale`` flow in this process every ``interval_s`` until stopped; returns ticks run.
+
+    In process: no process spawn and no deployment round-trip per tick, so a breach is acted on
+    within about one interval. A tick that overruns the interval delays the next (never overlaps).
+    """
+    if interval_s <= 0:
+        raise ValueError("interval must be positive")
+    stop = stop or threading.Event()
+    trigger = Trigger(
+        kind="autoscaler", actor=f"scalewise-autoscaler@{socket.gethostname()}"[:200],
+        detail=f"in-process loop every {interval_s:g}s",
+    )
+    ticks = 0
+    next_at = time.monotonic()
+    while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
+        t0 = time.monotonic()
+        results: list[Result] | None = None
+        try:
+            results = autoscale(
+                workloads=workloads, dry_run=dry_run, trigger=trigger, observed_at=datetime.now(UTC),
+                max_observation_age_s=max_observation_age_s, reason="autoscaler loop",
+            )
+        except Exception as exc:
+            selfmetrics.ERRORS.labels(workload="*", stage="tick").inc()
+            log.warning("autoscale tick failed: %s: %s", type(exc).__name__, exc)
+        selfmetrics.TICK_SECONDS.observe(time.monotonic() - t0)
+        ticks += 1
+        if on_tick is not None:
+            on_tick(ticks, results)
+        next_at += interval_s
+        delay = next_at - time.monotonic()
+        if delay < 0:
+            next_at = time.monotonic()
+            delay = 0.0
+        if stop.wait(delay):
+            break
+    return ticks

@@ -1,0 +1,323 @@
+"""The autoscaler around the pure policy: which workloads, which metric sources, one evaluation.
+
+No Prefect here (the flow in ``flows/autoscale.py`` and the tasks in ``tasks/autoscale.py`` wrap
+these functions); the policy itself stays pure in :mod:`scalewise.policy`.
+
+Metric sources come from the environment:
+
+* ``SCALEWISE_PROMETHEUS_URL``: enables the ``prometheus`` source;
+  ``SCALEWISE_PROMETHEUS_TOKEN`` (bearer) or ``SCALEWISE_PROMETHEUS_USERNAME`` +
+  ``SCALEWISE_PROMETHEUS_PASSWORD`` (basic auth), ``SCALEWISE_PROMETHEUS_CA_FILE``,
+  ``SCALEWISE_PROMETHEUS_INSECURE=1``, ``SCALEWISE_PROMETHEUS_TIMEOUT`` (seconds, default 5);
+* the ``docker_cpu`` source is always available (local engine, ``DOCKER_HOST``);
+  ``SCALEWISE_DOCKER_CPU_INTERVAL`` is its sampling interval (seconds, default 0.5).
+
+A metric whose source is not configured is a failed read (the policy then holds), never a zero.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import threading
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from scalewise.errors import ScalewiseError
+from scalewise.metrics.base import Clock, MetricReading, MetricSource, WorkloadRef, read_all, utc_now
+from scalewise.model import WorkloadState
+from scalewise.policy.behavior import Recommendation
+from scalewise.policy.decide import Decision, PolicyState, decide
+from scalewise.policy.record import DecisionRecord
+from scalewise.spec import WorkloadSpec
+
+ENV_PROM_URL = "SCALEWISE_PROMETHEUS_URL"
+ENV_PROM_TOKEN = "SCALEWISE_PROMETHEUS_TOKEN"
+ENV_PROM_USERNAME = "SCALEWISE_PROMETHEUS_USERNAME"
+ENV_PROM_PASSWORD = "SCALEWISE_PROMETHEUS_PASSWORD"
+ENV_PROM_CA_FILE = "SCALEWISE_PROMETHEUS_CA_FILE"
+ENV_PROM_INSECURE = "SCALEWISE_PROMETHEUS_INSECURE"
+ENV_PROM_TIMEOUT = "SCALEWISE_PROMETHEUS_TIMEOUT"
+ENV_DOCKER_CPU_INTERVAL = "SCALEWISE_DOCKER_CPU_INTERVAL"
+SOURCE_ENV = (
+    ENV_PROM_URL, ENV_PROM_TOKEN, ENV_PROM_USERNAME, ENV_PROM_PASSWORD, ENV_PROM_CA_FILE,
+    ENV_PROM_INSECURE, ENV_PROM_TIMEOUT, ENV_DOCKER_CPU_INTERVAL,
+)
+
+#: Prefect Variable holding a workload's PolicyState (JSON).
+STATE_VARIABLE_PREFIX = "scalewise-policy-"
+#: Prefect Variables hold at most 5,000 characters of JSON.
+MAX_STATE_CHARS = 5000
+
+Outcome = Literal["unchanged", "scaled", "planned", "held", "skipped", "failed"]
+
+
+class AutoscaleError(ScalewiseError):
+    """One or more workloads could not be evaluated or scaled in an autoscale run."""
+
+
+# -- metric sources -------------------------------------------------------------------------------
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def sources_from_env(env: Mapping[str, str] | None = None) -> dict[str, MetricSource]:
+    """Build the metric sources from the environment (see the module docstring)."""
+    env = os.environ if env is None else env
+    result: dict[str, MetricSource] = {}
+    url = (env.get(ENV_PROM_URL) or "").strip()
+    if url:
+        from scalewise.metrics.prometheus_source import PrometheusSource
+
+        user, password = env.get(ENV_PROM_USERNAME), env.get(ENV_PROM_PASSWORD)
+        if bool(user) != bool(password):
+            raise ScalewiseError(f"set both {ENV_PROM_USERNAME} and {ENV_PROM_PASSWORD}, or neither")
+        try:
+            timeout = float(env.get(ENV_PROM_TIMEOUT) or 5.0)
+        except ValueError:
+            raise ScalewiseError(f"{ENV_PROM_TIMEOUT} must be a number of seconds") from None
+        try:
+            result["prometheus"] = PrometheusSource(
+                url,
+                timeout=timeout,
+                bearer_token=env.get(ENV_PROM_TOKEN) or None,
+                basic_auth=(user, password) if user and password else None,
+                ca_file=env.get(ENV_PROM_CA_FILE) or None,
+                insecure=_flag(env.get(ENV_PROM_INSECURE)),
+            )
+        except ValueError as exc:
+            raise ScalewiseError(f"Prometheus source: {exc}") from None
+    from scalewise.metrics.docker_stats import DockerCpuSource
+
+    try:
+        interval = float(env.get(ENV_DOCKER_CPU_INTERVAL) or 0.5)
+    except ValueError:
+        raise ScalewiseError(f"{ENV_DOCKER_CPU_INTERVAL} must be a number of seconds") from None
+    result["docker_cpu"] = DockerCpuSource(interval=interval)
+    return result
+
+
+_sources_lock = threading.Lock()
+_sources: tuple[tuple[str, ...], dict[str, MetricSource]] | None = None
+
+
+def sources() -> dict[str, MetricSource]:
+    """Process-wide sources, rebuilt when their environment variables change."""
+    global _sources
+    key = tuple(os.environ.get(name, "") for name in SOURCE_ENV)
+    with _sources_lock:
+        if _sources is None or _sources[0] != key:
+            _close(_sources[1] if _sources else {})
+            _sources = (key, sources_from_env())
+        return _sources[1]
+
+
+def reset_sources() -> None:
+    """Close and forget the process-wide sources (tests; a simulated restart)."""
+    global _sources
+    with _sources_lock:
+        _close(_sources[1] if _sources else {})
+        _sources = None
+
+
+def _close(found: Mapping[str, MetricSource]) -> None:
+    for source in found.values():
+        close = getattr(source, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):  # closing a client must never break a tick
+                close()
+
+
+# -- selection ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    workload: str
+    why: str
+
+
+def select(
+    specs: Mapping[str, WorkloadSpec], names: Sequence[str] | None
+) -> tuple[list[WorkloadSpec], list[Skipped]]:
+    """Workloads to evaluate: those with ``autoscaling`` set and not paused (``names=None``: all)."""
+    chosen: list[WorkloadSpec] = []
+    skipped: list[Skipped] = []
+    wanted = list(specs) if names is None else list(dict.fromkeys(names))
+    for name in wanted:
+        spec = specs.get(name)
+        if spec is None:
+            skipped.append(Skipped(name, "unknown workload"))
+        elif spec.autoscaling is None:
+            skipped.append(Skipped(name, "no autoscaling section"))
+        elif spec.autoscaling.paused:
+            skipped.append(Skipped(name, "autoscaling is paused"))
+        else:
+            chosen.append(spec)
+    return chosen, skipped
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+def read_metrics(
+    spec: WorkloadSpec, found: Mapping[str, MetricSource], clock: Clock = utc_now
+) -> list[MetricReading]:
+    """One reading per configured metric; failures are failed readings (never zeros, never raised)."""
+    if spec.autoscaling is None:
+        return []
+    return read_all(spec.autoscaling.metrics, WorkloadRef.of(spec), found, clock)
+
+
+def initial_state(spec: WorkloadSpec, current: int, now: datetime) -> PolicyState:
+    """The state used when none was persisted (first run, or a lost Variable).
+
+    More careful than the HPA (whose controller forgets its history on restart): the current count
+    is recorded as a recommendation made now, so nothing scales in before a full scale-down
+    stabilization window has been observed. (With a scale-up window > 0 it delays scale-up too.)
+    """
+    auto = spec.autoscaling
+    if auto is None or auto.behavior.scale_down.stabilization_window <= 0 or current <= 0:
+        return PolicyState()
+    return PolicyState(recommendations=[Recommendation(at=now, replicas=current)])
+
+
+def evaluate(
+    spec: WorkloadSpec,
+    state: WorkloadState,
+    readings: Sequence[MetricReading],
+    policy_state: PolicyState | None,
+    now: datetime,
+) -> tuple[Decision, PolicyState]:
+    """Decide for one workload; returns the decision and the state it started from."""
+    if spec.autoscaling is None:
+        raise AutoscaleError(f"{spec.name} has no autoscaling section")
+    before = policy_state if policy_state is not None else initial_state(spec, state.desired_replicas, now)
+    decision = decide(
+        spec.autoscaling,
+        (spec.replicas.min, spec.replicas.max),
+        readings,
+        state.desired_replicas,
+        state.ready_replicas,
+        before,
+        now,
+    )
+    return decision, before
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    workload: str
+    decision: Decision
+    state_before: PolicyState
+
+    def record(self, spec: WorkloadSpec) -> DecisionRecord:
+        assert spec.autoscaling is not None
+        return DecisionRecord.of(spec.autoscaling, self.state_before, self.decision, workload=self.workload)
+
+
+def evaluate_workload(
+    spec: WorkloadSpec,
+    state: WorkloadState,
+    found: Mapping[str, MetricSource],
+    policy_state: PolicyState | None,
+    clock: Clock = utc_now,
+) -> Evaluation:
+    """Read the metrics of one workload through ``found`` and decide at ``clock()``."""
+    readings = read_metrics(spec, found, clock)
+    decision, before = evaluate(spec, state, readings, policy_state, clock())
+    return Evaluation(spec.name, decision, before)
+
+
+# -- explaining -----------------------------------------------------------------------------------
+
+
+def describe(decision: Decision) -> list[str]:
+    """One line per step: ``name: proposal (reason_code) detail``."""
+    lines = []
+    for step in decision.steps:
+        proposal = "-" if step.proposal is None else str(step.proposal)
+        tail = f" {step.detail}" if step.detail else ""
+        lines.append(f"{step.name}: {proposal} ({step.reason}){tail}")
+    return lines
+
+
+def summary(workload: str, decision: Decision) -> str:
+    verb = "scale" if decision.changed else "keep"
+    target = f"{decision.current} -> {decision.desired}" if decision.changed else str(decision.current)
+    detail = f": {decision.detail}" if decision.detail else ""
+    return f"{workload}: {verb} {target} ({decision.reason}){detail}"
+
+
+class Result(BaseModel):
+    """What an autoscale run did for one workload (returned by the flow, printed by ``plan``)."""
+
+    workload: str
+    outcome: Outcome
+    at: datetime | None = Field(default=None, description="The decision's 'now'")
+    current: int | None = None
+    desired: int | None = None
+    reason: str = ""
+    detail: str = ""
+    steps: list[str] = Field(default_factory=list)
+    error: str | None = None
+    action_id: str | None = None
+    decision: dict[str, Any] | None = None
+
+
+def result_of(evaluation: Evaluation, outcome: Outcome, spec: WorkloadSpec) -> Result:
+    d = evaluation.decision
+    return Result(
+        workload=evaluation.workload,
+        outcome=outcome,
+        at=d.inputs.now,
+        current=d.current,
+        desired=d.desired,
+        reason=d.reason,
+        detail=d.detail,
+        steps=describe(d),
+        decision=evaluation.record(spec).model_dump(mode="json"),
+    )
+
+
+# -- persisted state codec ------------------------------------------------------------------------
+
+
+def state_variable(workload: str) -> str:
+    return f"{STATE_VARIABLE_PREFIX}{workload}"
+
+
+def encode_state(state: PolicyState) -> dict[str, Any]:
+    """A JSON value for a Prefect Variable: the state itself, zlib-packed if it is too long."""
+    plain: dict[str, Any] = {"v": 1, "state": state.model_dump(mode="json")}
+    if len(json.dumps(plain)) <= MAX_STATE_CHARS:
+        return plain
+    packed = base64.b64encode(zlib.compress(state.model_dump_json().encode(), 9)).decode()
+    value = {"v": 1, "zlib": packed}
+    if len(json.dumps(value)) > MAX_STATE_CHARS:
+        raise AutoscaleError(f"policy state too large to persist ({len(packed)} packed characters)")
+    return value
+
+
+def decode_state(value: Any) -> PolicyState | None:
+    """The PolicyState in a Variable value (None when there is none); ValueError when unreadable."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("v") != 1:
+        raise ValueError("not a scalewise policy state (expected {'v': 1, ...})")
+    if "zlib" in value:
+        return PolicyState.model_validate_json(zlib.decompress(base64.b64decode(value["zlib"])))
+    return PolicyState.model_validate(value["state"])
+
+
+def names_of(specs: Iterable[WorkloadSpec]) -> list[str]:
+    return [s.name for s in specs]

@@ -1,0 +1,261 @@
+"""The ``autoscale`` flow end to end: a real Prefect server, a real Prometheus scraping a controllable
+exporter, a real single-node Swarm service. No mocks: the metric moves in Prometheus, the service
+moves in Swarm, the history and the policy state live in Prefect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+
+from flows.autoscale import autoscale, plan
+from flows.deploy import deploy
+from scalewise import autoscaler, history, orchestrators
+from scalewise.audit import Trigger
+from scalewise.autoscaler import Result
+from scalewise.errors import StaleObservation
+from scalewise.local import LocalServer
+from scalewise.policy.record import DecisionRecord, replay
+from tasks.policy_state import load_state
+from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.prom_env import PromEnv, start_prometheus
+
+pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom]
+
+DOWN_WINDOW = 6.0
+QUERY = 'sum(scalewise_test_load{workload="{workload}"})'
+
+
+def spec_doc(name: str, *, fallback: int | str = "hold", initial: int = 1) -> dict[str, Any]:
+    return {
+        "name": name,
+        "target": "swarm",
+        "image": IMAGE_V1,
+        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "replicas": {"min": 1, "max": 5, "initial": initial},
+        "stop_grace_period": "1s",
+        "autoscaling": {
+            # a total spread over the replicas: 10 per replica
+            "metrics": [{"name": "load", "query": QUERY, "type": "average_value", "target": 10}],
+            "tolerance": 0.1,
+            "behavior": {
+                "scale_up": {"stabilization_window": 0, "policies": [{"type": "pods", "value": 4, "period": 15}]},
+                "scale_down": {
+                    "stabilization_window": f"{DOWN_WINDOW:g}s",
+                    "policies": [{"type": "percent", "value": 100, "period": 15}],
+                },
+            },
+            "fallback": {"failure_threshold": 3, "replicas": fallback},
+        },
+    }
+
+
+class Env:
+    def __init__(self, name: str, prom: PromEnv) -> None:
+        self.name = name
+        self.prom = prom
+
+    def load(self, value: float) -> None:
+        """Set the exporter and wait until Prometheus answers the query with it."""
+        self.prom.exporter.set(self.name, value)
+        self.prom.wait_for_value(QUERY.replace("{workload}", self.name), value, timeout=20)
+
+    def replicas(self) -> int:
+        svc = docker.from_env().services.get(self.name)
+        return int(svc.attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
+
+    def tick(self, **kw: Any) -> Result:
+        results = autoscale(workloads=[self.name], **kw)
+        assert len(results) == 1, results
+        return results[0]
+
+    def actions(self) -> list[Any]:
+        return [e.record for e in history.fetch(self.name) if e.record.operation == "autoscale"]
+
+
+def _make(
+    name: str, prom: PromEnv, workloads_dir: Path, monkeypatch: pytest.MonkeyPatch, **doc: Any
+) -> Env:
+    monkeypatch.setenv("SCALEWISE_PROMETHEUS_URL", prom.url)
+    (workloads_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec_doc(name, **doc)))
+    env = Env(name, prom)
+    env.load(0.5 if doc.get("initial", 1) == 1 else 10.0 * doc["initial"])
+    deploy(workload=name, reason="test deploy", trigger=Trigger(kind="api", actor="test"))
+    return env
+
+
+def _cleanup(name: str, prom: PromEnv) -> None:
+    prom.exporter.remove(name)
+    for svc in docker.from_env().services.list(filters={"name": name}):
+        svc.remove()
+    orchestrators.reset()
+    autoscaler.reset_sources()
+
+
+@pytest.fixture()
+def env(
+    docker_engine: None, prefect_server: LocalServer, prom_env: PromEnv, workloads_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Env]:
+    name = unique_name("as")
+    try:
+        yield _make(name, prom_env, workloads_dir, monkeypatch)
+    finally:
+        _cleanup(name, prom_env)
+
+
+def test_scale_out_then_scale_in_only_after_the_stabilization_window(env: Env) -> None:
+    env.load(35.0)  # 35 / 10 per replica -> 4
+    up = env.tick()
+    assert (up.outcome, up.current, up.desired, up.reason) == ("scaled", 1, 4, "scale_up")
+    assert env.replicas() == 4
+    assert up.at is not None
+    high_at = up.at
+
+    env.load(10.0)  # -> 1, but the window still holds the recommendation of 4
+    held: list[Result] = []
+    down: Result | None = None
+    deadline = time.monotonic() + DOWN_WINDOW + 20
+    while time.monotonic() < deadline:
+        r = env.tick()
+        assert r.at is not None
+        if r.outcome == "scaled":
+            down = r
+            break
+        assert r.outcome == "unchanged" and env.replicas() == 4
+        held.append(r)
+        time.sleep(0.5)
+    assert down is not None, "never scaled in"
+    assert held and all(h.reason == "stabilized_down" for h in held)
+    assert all((h.at - high_at).total_seconds() < DOWN_WINDOW for h in held if h.at)  # type: ignore[operator]
+    assert down.at is not None and (down.at - high_at).total_seconds() >= DOWN_WINDOW
+    assert (down.current, down.desired) == (4, 1)
+    assert env.replicas() == 1
+
+    acts = env.actions()
+    assert [(a.before.replicas, a.after.replicas, a.reason_code) for a in acts] == [
+        (1, 4, "scale_up"), (4, 1, "scale_down"),
+    ]
+    assert all(a.trigger.kind == "api" and a.decision and a.outcome == "succeeded" for a in acts)
+    # the stored decision record replays to the same decision
+    for a in acts:
+        rec = DecisionRecord.model_validate(a.decision)
+        assert rec.workload == env.name
+        assert replay(rec) == rec.decision
+        assert rec.decision.desired == a.after.replicas
+
+
+def test_oscillating_metric_does_not_thrash(env: Env) -> None:
+    for i in range(8):
+        env.load(35.0 if i % 2 == 0 else 10.0)
+        env.tick()
+        time.sleep(0.3)
+    acts = env.actions()
+    assert [(a.before.replicas, a.after.replicas) for a in acts] == [(1, 4)]
+    assert env.replicas() == 4
+
+
+def test_failed_metrics_hold_then_fallback(
+    docker_engine: None, prefect_server: LocalServer, prom_env: PromEnv, workloads_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = unique_name("asfb")
+    with start_prometheus(prom_env.exporter) as own:
+        try:
+            env = _make(name, own, workloads_dir, monkeypatch, fallback=4, initial=2)
+            assert env.replicas() == 2
+            env.load(5.0)  # would propose 1 replica
+            own.stop(keep_dir=True)
+            autoscaler.reset_sources()
+            first, second = env.tick(), env.tick()
+            for r in (first, second):
+                assert (r.outcome, r.reason, r.desired) == ("unchanged", "missing_metrics_hold", 2)
+                assert r.decision is not None
+                failed = r.decision["decision"]["inputs"]["readings"][0]
+                assert failed["outcome"] == "error" and failed["error"] == "connection"
+            assert env.replicas() == 2
+            third = env.tick()
+            assert (third.outcome, third.reason, third.current, third.desired) == ("scaled", "fallback", 2, 4)
+            assert env.replicas() == 4
+            stored = load_state(name)
+            assert stored is not None and stored.consecutive_failures == 3
+        finally:
+            _cleanup(name, own)
+
+
+def test_policy_state_survives_a_restart(env: Env) -> None:
+    env.load(35.0)
+    up = env.tick()
+    assert up.outcome == "scaled" and up.at is not None
+    stored = load_state(env.name)
+    assert stored is not None and any(r.replicas == 4 and r.at == up.at for r in stored.recommendations)
+    assert [e.change for e in stored.scale_events] == [3]
+
+    # restart: forget every in-process cache (orchestrator clients, metric sources)
+    orchestrators.reset()
+    autoscaler.reset_sources()
+    env.load(10.0)
+    after = env.tick()
+    assert (after.outcome, after.reason) == ("unchanged", "stabilized_down")
+    assert after.decision is not None
+    before = after.decision["state_before"]
+    assert any(r["replicas"] == 4 and datetime.fromisoformat(r["at"]) == up.at for r in before["recommendations"])
+    assert env.replicas() == 4
+
+
+def test_stale_observation_is_refused(env: Env) -> None:
+    env.load(35.0)
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    with pytest.raises(StaleObservation):
+        env.tick(observed_at=old, max_observation_age_s=60)
+    assert env.replicas() == 1
+    (act,) = env.actions()
+    assert act.outcome == "failed" and "StaleObservation" in (act.error or "")
+    stored = load_state(env.name)
+    assert stored is not None and stored.scale_events == []  # the refused scale is not remembered
+    fresh = env.tick(observed_at=datetime.now(UTC), max_observation_age_s=60)
+    assert fresh.outcome == "scaled" and env.replicas() == 4
+
+
+def test_dry_run_and_plan_change_nothing(env: Env) -> None:
+    env.load(35.0)
+    before = load_state(env.name)
+    r = env.tick(dry_run=True)
+    assert (r.outcome, r.current, r.desired, r.reason) == ("planned", 1, 4, "scale_up")
+    (p,) = plan([env.name])
+    assert (p.outcome, p.current, p.desired, p.reason) == ("planned", 1, 4, "scale_up")
+    assert any("metric:load" in s for s in p.steps)
+    assert env.replicas() == 1
+    assert load_state(env.name) == before
+    (act,) = env.actions()
+    assert act.outcome == "planned" and act.dry_run and act.plan[0].startswith("would set replicas 1 -> 4")
+    assert act.decision is not None
+
+
+def test_orchestrator_read_errors_hold(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.load(5.0)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")  # nothing listens: connection refused
+    orchestrators.reset()
+    with pytest.raises(Exception, match="unreachable|refused|Connection"):
+        env.tick()
+    monkeypatch.delenv("DOCKER_HOST")
+    orchestrators.reset()
+    assert env.replicas() == 1
+    assert env.actions() == []
+    assert load_state(env.name) is None  # nothing decided, nothing saved
+
+
+def test_workloads_without_autoscaling_are_skipped(env: Env, workloads_dir: Path) -> None:
+    doc = spec_doc("plain-one")
+    del doc["autoscaling"]
+    (workloads_dir / "plain-one.yaml").write_text(yaml.safe_dump(doc))
+    results = autoscale(workloads=["plain-one", "no-such-one"])
+    assert [(r.workload, r.outcome, r.reason) for r in results] == [
+        ("plain-one", "skipped", "no autoscaling section"), ("no-such-one", "skipped", "unknown workload"),
+    ]
