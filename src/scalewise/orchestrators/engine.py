@@ -791,7 +791,8 @@ class EngineOrchestrator:
                     update_state="rollback_completed",
                     message=(
                         f"rolled back an interrupted update to revision {newest_rev}"
-                        f" ({len(candidates)} of {rec.desired} new containers, not all healthy)"
+                        f" ({len(candidates)} new containers, {sum(b.ready for b in candidates)} ready,"
+                        f" {rec.desired} desired)"
                     ),
                 )
                 outcome = "rolled_back"
