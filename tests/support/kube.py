@@ -19,6 +19,7 @@ or standalone::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import ipaddress
@@ -327,6 +328,8 @@ class ControlPlane:
         if self._started:
             return
         t0 = time.monotonic()
+        # Safety net for interpreter exit without stop() (e.g. Ctrl-C in a script).
+        atexit.register(self.stop)
         try:
             self._start()
         except BaseException:
@@ -442,6 +445,7 @@ class ControlPlane:
 
     def stop(self, remove_workdir: bool = True) -> None:
         """Stop all components (reverse start order); optionally delete the work dir."""
+        atexit.unregister(self.stop)
         for name in reversed(list(self._components)):
             self._components[name].stop()
         self._components.clear()
