@@ -1,0 +1,146 @@
+"""End to end: Prometheus alert rule -> Alertmanager -> webhook receiver -> Prefect deployment run
+(served by deployments/serve.py) -> Swarm service scaled -> action record with trigger ``webhook``.
+
+Everything is real: Prometheus and Alertmanager binaries, uvicorn, the Prefect server, the runner
+subprocess and the single-node Swarm. Waits are bounded; the service and processes are removed after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import yaml
+
+from scalewise import history, orchestrators
+from scalewise.audit import Trigger
+from scalewise.local import LocalServer
+from scalewise.webhook.app import create_app
+from scalewise.webhook.config import Credentials, parse_config
+from tests.support.alertmanager_env import start_alertmanager
+from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.prefect_env import Served
+from tests.support.prom_env import start_prometheus
+from tests.support.webhook_env import UvicornThread
+
+pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom]
+
+TOKEN = "e2e-alertmanager-token-5f2c"
+ALERT = "ScalewiseE2EHighLoad"
+WAIT_S = 90
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S, logs: Callable[[], str] = str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})\n{logs()}")
+
+
+def replicas(name: str) -> int:
+    client = docker.from_env()
+    try:
+        return int(client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
+    finally:
+        client.close()
+
+
+@pytest.fixture()
+def swarm_workload(docker_engine: None, prefect_server: LocalServer, workloads_dir: Path) -> Iterator[str]:
+    from flows.deploy import deploy
+
+    name = unique_name("wh")
+    spec = {
+        "name": name,
+        "target": "swarm",
+        "image": IMAGE_V1,
+        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "replicas": {"min": 1, "max": 4, "initial": 1},
+        "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
+        "stop_grace_period": "1s",
+    }
+    (workloads_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    try:
+        deploy(workload=name, reason="e2e setup", trigger=Trigger(kind="api", actor="test"))
+        assert replicas(name) == 1
+        yield name
+    finally:
+        client = docker.from_env()
+        for svc in client.services.list(filters={"name": name}):
+            svc.remove()
+        client.close()
+        orchestrators.reset()
+
+
+def test_alert_scales_a_swarm_service_out_and_back_in(
+    swarm_workload: str, prefect_server: LocalServer, workloads_dir: Path, tmp_path: Path
+) -> None:
+    name = swarm_workload
+    served = Served(prefect_server.api_url, workloads_dir, tmp_path / "serve.log")
+    receiver: UvicornThread | None = None
+    try:
+        served.wait_registered(["scale-out/scalewise", "scale-in/scalewise"])
+        config = parse_config({
+            "callers": [{"name": "alertmanager", "token_env": "UNUSED", "endpoints": ["alertmanager"],
+                         "allow_actions": ["scale-out", "scale-in"], "allow_workloads": ["wh-*"]}],
+            "routes": [{"name": "e2e-load", "match": {"alertname": ALERT}, "workload_label": "workload",
+                        "on_firing": {"action": "scale-out", "by": 1},
+                        "on_resolved": {"action": "scale-in", "by": 1}}],
+        })
+        app = create_app(config, {"alertmanager": Credentials.model_validate({"token": TOKEN})},
+                         workloads=workloads_dir)
+        receiver = UvicornThread(app).start()
+        with (
+            start_alertmanager(f"{receiver.url}/v1/alertmanager", TOKEN) as am,
+            start_prometheus(alertmanagers=[am.address]) as prom,
+        ):
+            def logs() -> str:
+                return (f"--- serve.py\n{served.log.read_text(errors='replace')[-3000:]}\n"
+                        f"--- alertmanager\n{am.log_tail()}\n--- prometheus\n{prom.log_tail()}")
+
+            prom.set_rules({"groups": [{"name": "scalewise-e2e", "interval": "1s", "rules": [{
+                "alert": ALERT,
+                "expr": f'scalewise_test_load{{workload="{name}"}} > 10',
+                "for": "0s",
+                "annotations": {"summary": f"{name} load above 10"},
+            }]}]})
+            prom.exporter.set(name, 50.0)
+            t0 = time.monotonic()
+            wait_for(lambda: replicas(name) == 2, "the alert to scale the service out to 2", logs=logs)
+            fired_to_scaled = time.monotonic() - t0
+
+            def recorded(operation: str) -> Any:
+                return next((e.record for e in history.fetch(name) if e.record.operation == operation), None)
+
+            out = wait_for(lambda: recorded("scale-out"), "the scale-out action record", logs=logs)
+            assert out.trigger.kind == "webhook" and out.trigger.actor == "alertmanager"
+            assert out.trigger.detail and ALERT in out.trigger.detail
+            assert out.outcome == "succeeded" and (out.before.replicas, out.after.replicas) == (1, 2)
+            assert out.reason == f"{name} load above 10" and out.observed_at is not None
+
+            prom.exporter.set(name, 0.0)
+            wait_for(lambda: replicas(name) == 1, "the resolved alert to scale the service back in", logs=logs)
+            back = wait_for(lambda: recorded("scale-in"), "the scale-in action record", logs=logs)
+            assert back.trigger.kind == "webhook" and back.trigger.actor == "alertmanager"
+            assert (back.before.replicas, back.after.replicas) == (2, 1)
+
+            # Alertmanager may re-send; the receiver starts one run per alert instance and status
+            time.sleep(3)
+            ops = [e.record.operation for e in history.fetch(name) if e.record.trigger.kind == "webhook"]
+            assert ops == ["scale-out", "scale-in"], ops
+            metrics = httpx.get(f"{receiver.url}/metrics").text
+            assert 'scalewise_webhook_runs_started_total{deployment="scale-out/scalewise"} 1.0' in metrics
+            print(f"alert raised -> service scaled out: {fired_to_scaled:.1f}s")
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        served.stop()
