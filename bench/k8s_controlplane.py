@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="number of control-plane starts")
     parser.add_argument("--nodes", type=int, default=3, help="fake nodes per start")
-    parser.add_argument(
-        "--extra-nodes", type=int, default=0, help="after the last start, add this many nodes (timed)"
-    )
+    parser.add_argument("--extra-nodes", type=int, default=0, help="after the last start, add this many nodes (timed)")
     args = parser.parse_args(argv)
 
     t = time.monotonic()
