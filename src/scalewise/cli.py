@@ -5,6 +5,7 @@ non-zero with a clear message on failure."""
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scalewise.errors import ScalewiseError
@@ -30,8 +32,25 @@ Timeout = Annotated[float, typer.Option(help="Bounded wait, seconds")]
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+class _NoTracebackForKnownErrors(logging.Filter):
+    """A flow that fails with a ScalewiseError has a clear message; the CLI shows it without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ScalewiseError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_known_errors() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForKnownErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForKnownErrors())
 
 
 @contextmanager
@@ -64,6 +83,7 @@ def run_flow(fn: Callable[..., Any], title: str, **params: Any) -> None:
     """Run a flow in process, show progress, print the action record, exit non-zero on failure."""
     from prefect.exceptions import ParameterTypeError
 
+    quiet_known_errors()
     with prefect_api():
         try:
             with console.status(f"{title}..."):
@@ -313,6 +333,140 @@ def webhook(
             f" starting runs on {url}"
         )
         uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+# -- autoscaler: plan, watch, autoscaler -----------------------------------------------------------
+
+WorkloadOpt = Annotated[
+    list[str] | None, typer.Option("--workload", "-w", help="Only this workload (repeatable; default: all)")
+]
+MetricsPort = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve self-metrics on 127.0.0.1:PORT/metrics (0: any port)")
+]
+
+
+def _seconds(value: str, what: str) -> float:
+    from scalewise.durations import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        fail(f"{what}: {exc}", 2)
+    if seconds <= 0:
+        fail(f"{what}: must be positive", 2)
+    return seconds
+
+
+def _serve_metrics(port: int | None) -> None:
+    if port is None:
+        return
+    from scalewise import selfmetrics
+
+    bound = selfmetrics.serve(port)
+    console.print(f"self-metrics on http://127.0.0.1:{bound}/metrics")
+
+
+@app.command()
+def plan(
+    workload: Annotated[str | None, typer.Argument(help="One workload (default: every autoscaled one)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output (with the full decision records)")] = False,
+) -> None:
+    """What the autoscaler would do now and why, each step with its reason code. Writes nothing
+    (no run, no lock, no saved state)."""
+    import json
+
+    from flows.autoscale import plan as compute
+
+    with prefect_api():
+        try:
+            results = compute([workload] if workload else None)
+        except ScalewiseError as exc:
+            fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in results], indent=2) + "\n")
+    else:
+        for r in results:
+            if r.current is None:
+                colour = "yellow" if r.outcome == "skipped" else "red"
+                console.print(f"[bold]{r.workload}[/]: [{colour}]{r.outcome}[/] ({r.reason}) {r.error or ''}")
+                continue
+            verb = f"scale {r.current} -> {r.desired}" if r.desired != r.current else f"keep {r.current}"
+            colour = "cyan" if r.desired != r.current else "green"
+            detail = f": {r.detail}" if r.detail else ""
+            console.print(f"[bold]{r.workload}[/]: [{colour}]{verb}[/] ({r.reason}){detail}")
+            for step in r.steps:
+                console.print(f"  - {step}")
+    if any(r.outcome in ("held", "failed") for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def watch(
+    workload: WorkloadOpt = None,
+    interval: Annotated[str, typer.Option(help="Seconds between checks (0.2s-300s), e.g. 2s")] = "2s",
+    rule: Annotated[
+        list[str] | None, typer.Option("--rule", help="Explicit threshold WORKLOAD:METRIC>VALUE or <VALUE (repeatable)")
+    ] = None,
+    derived: Annotated[
+        bool, typer.Option("--derived/--no-derived", help="Also watch target x (1 +/- tolerance) of every metric")
+    ] = True,
+    repeat: Annotated[str, typer.Option(help="Re-fire a crossing that persists after this long")] = "15s",
+    metrics_port: MetricsPort = None,
+    max_ticks: Annotated[int | None, typer.Option(help="Stop after this many checks (default: until Ctrl-C)")] = None,
+) -> None:
+    """Watch threshold expressions and emit scalewise.threshold.crossed events; the autoscale
+    deployment's trigger then evaluates that workload at once."""
+    import logging
+
+    from scalewise.settings import workloads_path
+    from scalewise.spec import load_workloads
+    from scalewise.watcher import MAX_INTERVAL_S, MIN_INTERVAL_S, Watcher, parse_rule, prefect_emitter
+
+    every = _seconds(interval, "--interval")
+    if not MIN_INTERVAL_S <= every <= MAX_INTERVAL_S:
+        fail(f"--interval: must be within {MIN_INTERVAL_S:g}s..{MAX_INTERVAL_S:g}s", 2)
+    try:
+        rules = [parse_rule(r) for r in rule or []]
+    except ValueError as exc:
+        fail(str(exc), 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = workloads_path()
+    with prefect_api() as url:
+        _serve_metrics(metrics_port)
+        watcher = Watcher(
+            lambda: load_workloads(path), prefect_emitter(), workloads=workload, rules=rules, derived=derived,
+            repeat_s=_seconds(repeat, "--repeat"),
+        )
+        console.print(f"watching thresholds every {every:g}s; events to {url}")
+        try:
+            watcher.run(every, max_ticks=max_ticks)
+        except KeyboardInterrupt:
+            console.print("stopped")
+        console.print(f"{watcher.emitted} event(s) emitted")
+
+
+@app.command("autoscaler")
+def autoscaler_loop(
+    workload: WorkloadOpt = None,
+    interval: Annotated[str, typer.Option(help="Seconds between ticks, e.g. 2s")] = "2s",
+    metrics_port: MetricsPort = None,
+    dry_run: DryRun = False,
+    max_age: Annotated[float, typer.Option(help="Refuse to act on an observation older than this (s)")] = 60.0,
+    max_ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (default: until Ctrl-C)")] = None,
+) -> None:
+    """The fast path: evaluate and scale in this process every --interval (one autoscale flow run per
+    tick, no process spawned), with the same tasks, lock, audit and saved state as the deployment."""
+    from flows.autoscale import run_loop
+
+    every = _seconds(interval, "--interval")
+    with prefect_api() as url:
+        _serve_metrics(metrics_port)
+        console.print(f"autoscaling every {every:g}s against {url}" + (" (dry run)" if dry_run else ""))
+        try:
+            ticks = run_loop(every, workload, dry_run=dry_run, max_ticks=max_ticks, max_observation_age_s=max_age)
+        except KeyboardInterrupt:
+            return
+        console.print(f"{ticks} tick(s)")
 
 
 def main() -> None:
