@@ -10,7 +10,9 @@ import argparse
 from typing import Any
 
 from prefect import serve
+from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
 
+from flows.autoscale import autoscale
 from flows.deploy import deploy
 from flows.rollback import rollback
 from flows.rolling_update import rolling_update
@@ -20,12 +22,20 @@ from flows.scale_out import scale_out
 from scalewise.audit import Trigger
 
 DEPLOYMENT_NAME = "scalewise"
-OPERATIONS: list[Any] = [deploy, scale, scale_out, scale_in, rolling_update, rollback]
+OPERATIONS: list[Any] = [deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale]
+
+
+def entrypoint(f: Any) -> str:
+    return f"{f.fn.__module__.replace('.', '/')}.py:{f.fn.__name__}"
 
 
 def runner_deployments() -> list[Any]:
+    # schedules and triggers come from prefect.yaml (deployments/triggers.py), the one definition
     return [
-        f.to_deployment(name=DEPLOYMENT_NAME, tags=["scalewise"], description=(f.__doc__ or "").split("\n")[0])
+        f.to_deployment(
+            name=DEPLOYMENT_NAME, tags=["scalewise"], description=(f.__doc__ or "").split("\n")[0],
+            **declared(entrypoint(f), f.name),
+        )
         for f in OPERATIONS
     ]
 
