@@ -6,11 +6,13 @@ fixture yielding a :class:`tests.support.targets.TargetHarness`.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import pytest
 
-from scalewise.errors import ConflictError, NotFoundError, PermanentError
+from scalewise.errors import ConflictError, NotFoundError, PermanentError, RolloutFailed, ScalewiseError
 from scalewise.model import WorkloadState
 from scalewise.orchestrators.base import Orchestrator
 from scalewise.spec import WorkloadSpec
@@ -174,15 +176,33 @@ def test_failed_update_is_rolled_back_without_losing_capacity(target: TargetHarn
     floor = desired - allowed_unavailable(spec, desired)
     before = orch.read(spec)
     samples: list[WorkloadState] = []
-    orch.update_image(spec, IMAGE_BROKEN, before.version)
-    result = orch.wait_converged(spec, timeout_s=spec.update.timeout, poll_s=0.25, on_progress=samples.append)
-    assert not result.converged
-    assert result.reason in ("rolled_back", "update_failed", "timeout"), result
-    if result.reason != "rolled_back":
-        orch.rollback(spec)
-        samples.append(orch.read(spec))
-        result = orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.25, on_progress=samples.append)
-        assert result.converged, result
+    stop = threading.Event()
+
+    def sample() -> None:  # readiness throughout, whether the adapter rolls out in the background or inline
+        while not stop.is_set():
+            with contextlib.suppress(ScalewiseError):
+                samples.append(orch.read(spec))
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        try:
+            orch.update_image(spec, IMAGE_BROKEN, before.version)
+        except RolloutFailed as exc:
+            # An adapter that performs the rollout itself (plain engine) restores the old revision inline.
+            assert exc.rolled_back_to == before.revision
+        else:
+            result = orch.wait_converged(spec, timeout_s=spec.update.timeout, poll_s=0.25)
+            assert not result.converged
+            assert result.reason in ("rolled_back", "update_failed", "timeout", "deadline_exceeded"), result
+            if result.reason != "rolled_back":
+                orch.rollback(spec)
+                result = orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.25)
+                assert result.converged, result
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
     final = orch.read(spec)
     assert final.image == IMAGE_V1
     assert final.ready_replicas == final.desired_replicas == desired

@@ -7,6 +7,8 @@ Rules every adapter follows:
   (or a subclass) with a message naming the object and the reason.
 - ``apply`` creates or updates the workload to match the spec and is safe to repeat.
 - ``update_image`` starts a rolling update and returns; ``wait_converged`` waits for it (bounded).
+  An adapter that performs the rollout itself (the plain engine has no rollout controller) may do it
+  inline: it then returns the converged state, or restores the old revision and raises RolloutFailed.
 - ``rollback`` goes to the previous revision, or to a named one from ``revisions``; it is a no-op
   returning the current state if the workload already runs that revision's image.
 """
