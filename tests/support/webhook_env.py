@@ -52,10 +52,15 @@ class UvicornThread:
 
 def register_deployments(suffix: str) -> list[str]:
     """Register the operation flows as deployments ``<flow>/<suffix>`` (no runner executes them)."""
-    from deployments.serve import OPERATIONS
+    from flows.deploy import deploy
+    from flows.rollback import rollback
+    from flows.rolling_update import rolling_update
+    from flows.scale import scale
+    from flows.scale_in import scale_in
+    from flows.scale_out import scale_out
 
     names = []
-    for f in OPERATIONS:
+    for f in (deploy, scale, scale_out, scale_in, rolling_update, rollback):
         dep = f.to_deployment(name=suffix, tags=["scalewise", "test"])
         dep.apply()
         names.append(f"{f.name}/{suffix}")
