@@ -1,0 +1,169 @@
+"""Faults against real components: dockerd connection errors are retried by the task policy, a
+4xx-class refusal is not, and a stale write is re-read and decided again."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.scale import scale
+from scalewise import operations, orchestrators
+from scalewise.audit import Trigger
+from scalewise.errors import PermanentError
+from scalewise.local import LocalServer
+from scalewise.model import WorkloadState
+from scalewise.orchestrators.swarm import SwarmOrchestrator
+from scalewise.spec import WorkloadSpec, parse_workload
+from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+
+DOCKER_SOCK = "/var/run/docker.sock"
+
+
+class FlakyDockerProxy(socketserver.ThreadingTCPServer):
+    """A loopback TCP front for the Docker socket that drops its first ``fail`` connections."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, fail: int) -> None:
+        self.fail = fail
+        self.seen = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Pipe)
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.server_address[1]}"
+
+
+class _Pipe(socketserver.BaseRequestHandler):
+    server: FlakyDockerProxy
+
+    def handle(self) -> None:
+        with self.server.lock:
+            self.server.seen += 1
+            drop = self.server.seen <= self.server.fail
+        if drop:
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.request.close()  # RST: the client sees a connection error
+            return
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(DOCKER_SOCK)
+        pair = {self.request: upstream, upstream: self.request}
+        with contextlib.suppress(OSError):
+            while True:
+                ready, _, _ = select.select(list(pair), [], [], 30)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    pair[sock].sendall(data)
+        upstream.close()
+
+
+@contextlib.contextmanager
+def flaky_proxy(fail: int) -> Iterator[FlakyDockerProxy]:
+    server = FlakyDockerProxy(fail)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def spec_doc(name: str) -> dict[str, object]:
+    return {
+        "name": name, "target": "swarm", "image": IMAGE_V1,
+        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "replicas": {"min": 1, "max": 4, "initial": 1}, "stop_grace_period": "1s",
+    }
+
+
+@pytest.fixture()
+def swarm_workload(docker_engine: None, workloads_dir: Path) -> Iterator[WorkloadSpec]:
+    name = unique_name("fault")
+    (workloads_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec_doc(name)))
+    spec = parse_workload(spec_doc(name))
+    orch = SwarmOrchestrator.from_env()
+    orch.apply(spec, 1)
+    assert orch.wait_converged(spec, 60).converged
+    yield spec
+    orch.remove(spec)
+    orchestrators.reset()
+
+
+def task_run_counts(flow_run_id: str) -> dict[str, int]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r.run_count for r in runs}
+
+
+@pytest.mark.prefect
+def test_dockerd_connection_errors_are_retried(
+    swarm_workload: WorkloadSpec, prefect_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with flaky_proxy(fail=2) as proxy:
+        monkeypatch.setenv("DOCKER_HOST", proxy.url)
+        orchestrators.reset()
+        record = scale(workload=swarm_workload.name, replicas=2, trigger=Trigger(kind="api", actor="test"))
+        assert proxy.seen > 2
+    assert record.outcome == "succeeded" and record.after.replicas == 2
+    counts = task_run_counts(str(record.flow_run_id))
+    assert counts["read_state"] >= 2, counts  # the first attempt hit the dropped connections
+    svc = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}").services.get(swarm_workload.name)
+    assert svc.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
+
+
+@pytest.mark.prefect
+def test_permanent_errors_are_not_retried(swarm_workload: WorkloadSpec, prefect_server: LocalServer) -> None:
+    from prefect import flow
+
+    from tasks.workload import apply_rollback
+
+    @flow(name="fault-permanent")
+    def roll_back_to_unknown(spec: WorkloadSpec) -> None:
+        apply_rollback(spec, 99)  # the adapter refuses: no such revision (4xx-class)
+
+    state = roll_back_to_unknown(swarm_workload, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(PermanentError, match="99"):
+        state.result()
+    counts = task_run_counts(str(state.state_details.flow_run_id))
+    assert counts["apply_rollback"] == 1, counts
+
+
+class RacingSwarm(SwarmOrchestrator):
+    """The real adapter, with a real second writer that changes the service between our read and write."""
+
+    races = 1
+
+    def set_replicas(self, spec: WorkloadSpec, replicas: int, expected_version: str) -> WorkloadState:
+        if self.races:
+            self.races -= 1
+            svc = docker.from_env().services.get(spec.name)
+            svc.scale(3)  # someone else scales to 3 after we read
+        return super().set_replicas(spec, replicas, expected_version)
+
+
+def test_stale_write_is_detected_and_re_decided(swarm_workload: WorkloadSpec) -> None:
+    orch = RacingSwarm.from_env()
+    outcome = operations.scale(orch, swarm_workload, "out", 1)
+    assert outcome.conflicts == 1
+    # Decided again on the fresh state: 3 (the other writer) + 1, not 1 + 1.
+    assert outcome.after.desired_replicas == 4
+    assert orch.read(swarm_workload).desired_replicas == 4
