@@ -157,3 +157,16 @@ def test_both_credentials_required_when_both_configured(
 
 def test_credentials_fixture_matches_config() -> None:
     assert set(CREDENTIALS) == {c.name for c in base_config().callers}
+
+
+def test_replay_guard_forgets_after_the_window() -> None:
+    from scalewise.webhook.auth import ReplayGuard
+
+    now = [1000.0]
+    guard = ReplayGuard(300, clock=lambda: now[0])
+    guard.mark("sha256=aa", timestamp=1000.0)
+    assert guard.seen("sha256=aa") and not guard.seen("sha256=bb")
+    now[0] = 1000.0 + 302  # the timestamp itself is outside the window by now, so it cannot be replayed
+    assert not guard.seen("sha256=aa")
+    guard.forget("sha256=aa")
+    assert len(guard) == 0

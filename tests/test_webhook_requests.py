@@ -433,3 +433,20 @@ def test_config_is_validated() -> None:
                              "on_firing": {"action": "scale-out"}}])
     with pytest.raises(SpecError, match="unique"):
         base_config(callers=[{"name": "a", "token_env": "X"}, {"name": "a", "token_env": "Y"}])
+
+
+def test_token_bucket_and_idempotency_ttl() -> None:
+    from scalewise.webhook.app import IdempotencyStore, TokenBucket
+    from scalewise.webhook.starter import StartedRun
+
+    now = [0.0]
+    bucket = TokenBucket(2.0, 3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take() == pytest.approx(0.5)
+    now[0] = 0.5
+    assert bucket.take() == 0.0
+    store = IdempotencyStore(10.0, clock=lambda: now[0])
+    store.put("k", StartedRun("run-1", None), "scale/x", "web", "h")
+    assert store.get("k") is not None and store.get("k").flow_run_id == "run-1"  # type: ignore[union-attr]
+    now[0] = 11.0
+    assert store.get("k") is None

@@ -56,6 +56,7 @@ log = logging.getLogger("scalewise.webhook")
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 200
 LOCK_STRIPES = 256
+MAX_REMEMBERED = 200_000
 
 
 class Problem(Exception):
@@ -180,6 +181,9 @@ class IdempotencyStore:
         if len(self._entries) > 10_000:
             for k in [k for k, e in self._entries.items() if e.expires < now]:
                 del self._entries[k]
+            # a hard cap: forget the oldest first (Prefect's idempotency key still dedupes them)
+            while len(self._entries) > MAX_REMEMBERED:
+                del self._entries[next(iter(self._entries))]
         self._entries[key] = Accepted(run.flow_run_id, deployment, workload, body_hash, now + self.ttl_s)
 
 

@@ -1,0 +1,290 @@
+"""Benchmark: the webhook receiver.
+
+(a) latency: POST /v1/actions (scale, alternating 2/1 replicas on a real Swarm service) -> 202 ->
+    flow run started by the served runner (deployments/serve.py) -> replica write done, read back from
+    Prefect (the run's start time, the action record's timestamps and durations); p50/p95.
+(b) throughput: authenticated (bearer) requests on loopback for ``--seconds`` or ``--requests``,
+    whichever first, distinct Idempotency-Keys, ``dry_run: true`` (nothing scales; the runner is
+    stopped, so runs stay Scheduled); then the same against a caller rate-limited to ``--limit``/s,
+    counting 429s. Every 202 is checked to have its flow run in Prefect.
+
+Usage: .venv/bin/python -m bench.webhook_bench [--latency-runs 10] [--seconds 10] [--requests 2000]
+Runs its own Prefect server (temporary folder) and the receiver in-process (uvicorn thread).
+Prints one JSON object. No assertions on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scalewise.local import start_server  # noqa: E402  (imports no Prefect settings)
+from tests.support.prefect_env import free_port  # noqa: E402
+
+TOKEN = "bench-token-" + uuid.uuid4().hex
+LIMITED = "bench-limited-" + uuid.uuid4().hex
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return round(ordered[k], 4)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "min": pct(values, 0.0), "max": pct(values, 1.0),
+            "mean": round(statistics.fmean(values), 4) if values else float("nan")}
+
+
+def config(limit: float) -> Any:
+    from scalewise.webhook.config import parse_config
+
+    return parse_config({
+        "callers": [
+            {"name": "bench", "token_env": "UNUSED", "rate_limit": {"per_second": 100_000, "burst": 100_000}},
+            {"name": "limited", "token_env": "UNUSED2", "rate_limit": {"per_second": limit, "burst": int(limit)}},
+        ],
+    })
+
+
+def credentials() -> dict[str, Any]:
+    from scalewise.webhook.config import Credentials
+
+    return {"bench": Credentials.model_validate({"token": TOKEN}),
+            "limited": Credentials.model_validate({"token": LIMITED})}
+
+
+def latency(url: str, workload: str, runs: int) -> dict[str, Any]:
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    from scalewise import history
+
+    rows: list[dict[str, float]] = []
+    with httpx.Client(base_url=url, timeout=60) as http, get_client(sync_client=True) as client:
+        for i in range(runs):
+            target = 2 if i % 2 == 0 else 1
+            body = {"workload": workload, "action": "scale", "replicas": target, "reason": f"bench {i}"}
+            sent = time.time()
+            resp = http.post("/v1/actions", json=body, headers={"Authorization": f"Bearer {TOKEN}",
+                                                                 "Idempotency-Key": f"lat-{i}-{uuid.uuid4()}"})
+            accepted = time.time()
+            if resp.status_code != 202:
+                raise RuntimeError(f"request {i}: {resp.status_code} {resp.text}")
+            run_id = resp.json()["flow_run_id"]
+            deadline = time.monotonic() + 120
+            run = client.read_flow_run(run_id)
+            while not (run.state and run.state.is_final()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                run = client.read_flow_run(run_id)
+            if not (run.state and run.state.is_completed()):
+                raise RuntimeError(f"run {run_id} ended {run.state}")
+            record = next(e.record for e in reversed(history.fetch(workload)) if e.record.flow_run_id == run_id)
+            assert run.start_time is not None and record.finished_at is not None
+            started = run.start_time.timestamp()
+            # the write is the last step before the bounded wait: written = finished - wait_s
+            written = record.finished_at.timestamp() - record.durations.get("wait_s", 0.0)
+            rows.append({
+                "accept_s": accepted - sent,
+                "accepted_to_run_start_s": started - accepted,
+                "run_start_to_write_done_s": written - started,
+                "request_to_write_done_s": written - sent,
+                "write_s": record.durations.get("write_s", 0.0),
+                "converge_wait_s": record.durations.get("wait_s", 0.0),
+                "flow_total_s": record.durations.get("total_s", 0.0),
+            })
+    return {"runs": len(rows), **{k: summary([r[k] for r in rows]) for k in rows[0]}}
+
+
+async def _hammer(url: str, token: str, workload: str, seconds: float, limit_requests: int,
+                  concurrency: int) -> dict[str, Any]:
+    import httpx
+
+    codes: dict[int, int] = {}
+    accepted: list[str] = []
+    latencies: list[float] = []
+    sent = 0
+    stop_at = time.monotonic() + seconds
+    body = json.dumps({"workload": workload, "action": "scale-out", "dry_run": True}).encode()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while time.monotonic() < stop_at and sent < limit_requests:
+            sent += 1
+            t0 = time.perf_counter()
+            resp = await client.post("/v1/actions", content=body, headers={
+                "Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex,
+                "Content-Type": "application/json"})
+            latencies.append(time.perf_counter() - t0)
+            codes[resp.status_code] = codes.get(resp.status_code, 0) + 1
+            if resp.status_code == 202:
+                accepted.append(resp.json()["flow_run_id"])
+
+    t0 = time.monotonic()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    elapsed = time.monotonic() - t0
+    return {"elapsed_s": round(elapsed, 2), "requests": sent, "codes": {str(k): v for k, v in sorted(codes.items())},
+            "requests_per_s": round(sent / elapsed, 1), "accepted_per_s": round(len(accepted) / elapsed, 1),
+            "latency_s": summary(latencies), "accepted_ids": accepted}
+
+
+async def _direct(deployment: str, workload: str, seconds: float, limit_requests: int, concurrency: int) -> dict:
+    """Baseline without the receiver: arun_deployment straight against the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import arun_deployment
+
+    sent = 0
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+    params = {"workload": workload, "dry_run": True}
+
+    async with get_client() as client:
+        async def worker() -> None:
+            nonlocal sent
+            while time.monotonic() < stop_at and sent < limit_requests:
+                sent += 1
+                t0 = time.perf_counter()
+                await arun_deployment(deployment, client=client, parameters=params, timeout=0, as_subflow=False,
+                                      idempotency_key=uuid.uuid4().hex)
+                latencies.append(time.perf_counter() - t0)
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - t0
+    return {"elapsed_s": round(elapsed, 2), "runs_created": sent, "runs_per_s": round(sent / elapsed, 1),
+            "latency_s": summary(latencies)}
+
+
+async def _refused(url: str, seconds: float, limit_requests: int, concurrency: int) -> dict:
+    """The receiver alone: authenticated, valid JSON, refused with 404 (unknown workload) before Prefect is called."""
+    import httpx
+
+    sent = 0
+    codes: dict[int, int] = {}
+    stop_at = time.monotonic() + seconds
+    body = json.dumps({"workload": "does-not-matter", "action": "scale-out", "by": 0}).encode()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while time.monotonic() < stop_at and sent < limit_requests:
+            sent += 1
+            resp = await client.post("/v1/actions", content=body, headers={"Authorization": f"Bearer {TOKEN}"})
+            codes[resp.status_code] = codes.get(resp.status_code, 0) + 1
+
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    elapsed = time.monotonic() - t0
+    return {"elapsed_s": round(elapsed, 2), "requests": sent, "codes": {str(k): v for k, v in codes.items()},
+            "requests_per_s": round(sent / elapsed, 1)}
+
+
+def verify_runs(ids: list[str]) -> int:
+    """How many of ``ids`` exist as flow runs in Prefect."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    found = 0
+    with get_client(sync_client=True) as client:
+        for i in range(0, len(ids), 200):
+            chunk = [uuid.UUID(x) for x in ids[i:i + 200]]
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=200)
+            found += len(runs)
+    return found
+
+
+def throughput(url: str, token: str, workload: str, seconds: float, requests: int, concurrency: int) -> dict:
+    out = asyncio.run(_hammer(url, token, workload, seconds, requests, concurrency))
+    ids = out.pop("accepted_ids")
+    out["accepted"] = len(ids)
+    out["accepted_with_flow_run"] = verify_runs(ids)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency-runs", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--limit", type=float, default=3.0, help="rate limit (req/s) of the limited caller")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="sw-webhook-bench-"))
+    t = time.monotonic()
+    server = start_server(tmp / "prefect", port=free_port(), timeout_s=120)
+    server_start_s = time.monotonic() - t
+    os.environ["PREFECT_API_URL"] = server.api_url
+    workloads = tmp / "workloads"
+    workloads.mkdir()
+    os.environ["SCALEWISE_WORKLOADS"] = str(workloads)
+
+    import docker
+    import yaml
+
+    from flows.deploy import deploy
+    from scalewise.audit import Trigger
+    from scalewise.webhook.app import create_app
+    from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, ensure_docker, unique_name
+    from tests.support.prefect_env import Served
+    from tests.support.webhook_env import UvicornThread
+
+    ensure_docker()
+    name = unique_name("whb")
+    (workloads / f"{name}.yaml").write_text(yaml.safe_dump({
+        "name": name, "target": "swarm", "image": IMAGE_V1,
+        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "replicas": {"min": 1, "max": 4, "initial": 1}, "stop_grace_period": "1s",
+        "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
+    }))
+    served: Served | None = None
+    receiver: UvicornThread | None = None
+    result: dict[str, Any] = {"started": datetime.now().isoformat(timespec="seconds"),
+                              "prefect_server_start_s": round(server_start_s, 2), "cpus": os.cpu_count()}
+    try:
+        deploy(workload=name, reason="bench setup", trigger=Trigger(kind="api", actor="bench"))
+        served = Served(server.api_url, workloads, tmp / "serve.log")
+        served.wait_registered(["scale/scalewise", "scale-out/scalewise"])
+        receiver = UvicornThread(create_app(config(args.limit), credentials(), workloads=workloads)).start()
+        result["a_latency"] = latency(receiver.url, name, args.latency_runs)
+        served.stop()  # (b) measures the receiver and the Prefect API, not the runner
+        served = None
+        result["b_throughput"] = throughput(receiver.url, TOKEN, name, args.seconds, args.requests, args.concurrency)
+        result["b_prefect_direct_baseline"] = asyncio.run(
+            _direct("scale-out/scalewise", name, args.seconds, args.requests, args.concurrency))
+        result["b_receiver_only_refused_404"] = asyncio.run(
+            _refused(receiver.url, min(args.seconds, 5.0), args.requests, args.concurrency))
+        result["b_rate_limited"] = {"limit_per_s": args.limit, "burst": int(args.limit), **throughput(
+            receiver.url, LIMITED, name, min(args.seconds, 5.0), args.requests, args.concurrency)}
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        if served is not None:
+            served.stop()
+        client = docker.from_env()
+        for svc in client.services.list(filters={"name": name}):
+            svc.remove()
+        server.stop()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
