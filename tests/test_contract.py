@@ -16,10 +16,10 @@ from scalewise.errors import ConflictError, NotFoundError, PermanentError, Rollo
 from scalewise.model import WorkloadState
 from scalewise.orchestrators.base import Orchestrator
 from scalewise.spec import WorkloadSpec
-from tests.support.docker_env import IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3
+from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
 from tests.support.targets import TargetHarness
 
-TARGETS = ["swarm", "docker"]
+TARGETS = ["swarm", "docker", "kubernetes"]
 WAIT_S = 90.0
 
 
@@ -188,7 +188,7 @@ def test_failed_update_is_rolled_back_without_losing_capacity(target: TargetHarn
     sampler.start()
     try:
         try:
-            orch.update_image(spec, IMAGE_BROKEN, before.version)
+            orch.update_image(spec, target.broken_image, before.version)
         except RolloutFailed as exc:
             # An adapter that performs the rollout itself (plain engine) restores the old revision inline.
             assert exc.rolled_back_to == before.revision

@@ -12,7 +12,7 @@ from typing import Any
 
 from scalewise.orchestrators.base import Orchestrator
 from scalewise.spec import WorkloadSpec
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, unique_name
 
 #: Label put on every test workload so leftovers can be found by hand (``scalewise.`` is reserved).
 TEST_SPEC_LABEL = "scalewise-test"
@@ -27,6 +27,8 @@ class TargetHarness:
     #: ``None`` when the target cannot reach replicas (e.g. simulated pods).
     fetch: Callable[[WorkloadSpec], list[str]] | None = None
     created: list[WorkloadSpec] = field(default_factory=list)
+    #: An image whose replicas never become healthy on this target (the failed-update case).
+    broken_image: str = IMAGE_BROKEN
 
 
 def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Callable[..., WorkloadSpec]:

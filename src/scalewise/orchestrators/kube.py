@@ -1,0 +1,848 @@
+"""Kubernetes adapter: one workload is one Deployment (or StatefulSet) of the same name in
+``spec.kubernetes.namespace``.
+
+Only this module imports the ``kubernetes`` SDK. Every call goes through the typed API classes with
+``_preload_content=False`` and the JSON is read as plain dicts (the server's own field names).
+
+Writes
+------
+- ``apply``: **server-side apply** (field manager ``scalewise``) of a manifest rendered from the spec
+  (labels ``app.kubernetes.io/name`` / ``app.kubernetes.io/managed-by=scalewise``, selector, one
+  container ``main`` with image/command/env/ports, a readiness probe ``sh -c <healthcheck>``,
+  RollingUpdate with maxSurge/maxUnavailable, progressDeadlineSeconds, revisionHistoryLimit).
+  ``force=True``: the applied configuration holds *only* fields rendered from the spec, so forcing
+  only re-acquires those fields — the spec file is their source of truth (GitOps), and the same
+  manager's earlier non-apply patches (``update_image``) would otherwise conflict with its own
+  apply. Fields we do not render (other managers' labels, annotations, sidecars added by webhooks,
+  ...) are never in the applied config and are left alone. ``spec.replicas`` is always applied with
+  the value read just before (or the one asked for), and the apply carries the observed
+  ``metadata.resourceVersion`` as a precondition, so a concurrent scale by someone else is never
+  reverted: the apply gets 409, re-reads and re-renders (bounded).
+  StatefulSets get a headless Service of the same name (applied the same way) as ``serviceName``.
+- ``set_replicas``: a merge patch of the **scale subresource** carrying the observed
+  ``resourceVersion``; the ``version`` token of :class:`WorkloadState` is the object's
+  ``resourceVersion``. A stale token raises :class:`ConflictError` before writing, and a write that
+  races another writer gets HTTP 409 → :class:`ConflictError` (never retried blindly).
+- ``update_image``: a strategic merge patch of the container image with the ``resourceVersion``
+  precondition.
+- ``rollback`` (Deployment), like ``kubectl rollout undo``: the pod template of the ReplicaSet with
+  the previous (or named) ``deployment.kubernetes.io/revision`` (or whose
+  ``deployment.kubernetes.io/revision-history`` lists it) is put back on the Deployment minus the
+  ``pod-template-hash`` label (a JSON merge patch that also removes keys the old template lacks,
+  with the ``resourceVersion`` precondition). The deployment controller then reuses that ReplicaSet
+  and gives it the next revision number. StatefulSets: the StatefulSet controller renumbers reused
+  ControllerRevisions and keeps no history of old numbers, so the adapter keeps its own history in
+  two annotations (``scalewise.io/revisions``, ``scalewise.io/revision``), written in the same
+  versioned patch as the image change, and a rollback restores that revision's image.
+- ``remove``: delete with ``propagationPolicy=Background`` (the object is gone at once; the garbage
+  collector removes ReplicaSets/Pods) plus the headless Service; idempotent.
+
+Refusing to fight another owner
+-------------------------------
+Before changing the replica count (``set_replicas``, ``apply`` with an explicit count that differs)
+the adapter lists the namespace's ``autoscaling/v2`` HorizontalPodAutoscalers; one whose
+``scaleTargetRef`` names this workload (this also catches KEDA, which scales through an HPA
+``keda-hpa-<name>`` labelled ``scaledobject.keda.sh/name``) raises :class:`OwnershipError` naming it,
+unless ``kubernetes.allow_foreign_scaler`` is set.
+
+Error mapping (kopf-style; only ``TransientError`` is ever retried)
+-------------------------------------------------------------------
+==========================================================  =====================================
+What the SDK raised                                         What the adapter raises
+==========================================================  =====================================
+urllib3 ``HTTPError`` (MaxRetryError, NewConnectionError,   TransientError
+ProtocolError, Read/ConnectTimeoutError), ``OSError``
+(connection refused/reset, SSL EOF during a restart)
+``ApiException`` without a status (no HTTP answer)          TransientError
+``ApiException`` 5xx, 429 (throttled), 410 (Gone)           TransientError
+``ApiException`` 404                                        NotFoundError
+``ApiException`` 409 (stale resourceVersion, exists)        ConflictError
+``ApiException`` 401 / 403                                  ForbiddenError: "forbidden: cannot
+                                                            <verb> <resource> in namespace <ns>"
+``ApiException`` 400 / 422 / other 4xx                      PermanentError (server's message)
+==========================================================  =====================================
+
+State
+-----
+- ``desired_replicas`` = ``spec.replicas``; ``ready_replicas`` = ``status.readyReplicas``;
+  ``updated_replicas`` = ``status.updatedReplicas``; ``running_replicas`` = ``status.replicas``.
+- ``image``: the first container's image.
+- ``revision`` (Deployment): the ``deployment.kubernetes.io/revision`` annotation. Right after a
+  write, before the deployment controller observed it (``observedGeneration < generation``), the
+  revision is computed the controller's way from the ReplicaSets: the ReplicaSet whose template
+  equals the Deployment's (ignoring ``pod-template-hash``) keeps its number if it is the newest,
+  else the rollout gets ``max + 1``. So ``update_image`` returns the bumped revision at once.
+  StatefulSet: ``scalewise.io/revision``.
+- ``updating`` / ``update_state`` follow ``kubectl rollout status``: ``waiting`` (observedGeneration
+  < generation), ``deadline_exceeded`` (Progressing condition reason ProgressDeadlineExceeded, not
+  updating any more), ``progressing`` (updatedReplicas < replicas, old replicas pending
+  termination, or updated replicas not yet available; StatefulSet: updateRevision != currentRevision
+  or replicas not ready), ``complete``.
+
+Waiting
+-------
+``wait_converged`` polls ``read`` until the rollout is ``complete`` with ready == desired
+(``converged``), the controller reports ProgressDeadlineExceeded (``deadline_exceeded``), or the
+bound passes (``timeout``). Transient errors (an apiserver restart) are tolerated until the bound;
+if the last read failed the TransientError is raised so the caller's retry policy decides.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import urllib3.exceptions
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from scalewise.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    OwnershipError,
+    PermanentError,
+    TransientError,
+)
+from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.orchestrators.base import ProgressFn
+from scalewise.spec import WorkloadSpec
+
+FIELD_MANAGER = "scalewise"
+CONTAINER = "main"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_HASH = "pod-template-hash"
+ANN_REVISION = "deployment.kubernetes.io/revision"
+ANN_REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+ANN_SW_REVISION = "scalewise.io/revision"
+ANN_SW_REVISIONS = "scalewise.io/revisions"
+KEDA_LABEL = "scaledobject.keda.sh/name"
+REVISION_HISTORY_LIMIT = 10
+MAX_REVISIONS = 20
+DEFAULT_TIMEOUT_S = 30.0
+APPLY_ATTEMPTS = 3
+
+_UPDATING_STATES = frozenset({"waiting", "progressing"})
+
+
+# --------------------------------------------------------------------------- error mapping
+
+
+def _server_message(exc: ApiException) -> str:
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return body.strip()[:500]
+        if isinstance(data, dict) and data.get("message"):
+            return str(data["message"])
+    return str(exc.reason or "no message")
+
+
+def map_api_error(exc: BaseException, verb: str, resource: str, namespace: str, name: str = "") -> Exception:
+    """Translate an SDK/transport exception into the scalewise taxonomy (see the module table)."""
+    obj = f"{resource} {namespace}/{name}" if name else f"{resource} in namespace {namespace}"
+    what = f"kubernetes {obj}: {verb}"
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        message = _server_message(exc)
+        if status == 0:
+            return TransientError(f"{what}: apiserver unreachable: {message}")
+        if status >= 500 or status in (429, 410):
+            return TransientError(f"{what}: apiserver answered {status}: {message}")
+        if status == 404:
+            return NotFoundError(f"{what}: not found: {message}")
+        if status == 409:
+            return ConflictError(f"{what}: conflict (changed since it was read): {message}")
+        if status in (401, 403):
+            return ForbiddenError(f"forbidden: cannot {verb} {resource} in namespace {namespace} ({status}: {message})")
+        return PermanentError(f"{what}: refused ({status}): {message}")
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return TransientError(f"{what}: apiserver unreachable: {type(exc).__name__}: {exc}")
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _mapped(verb: str, resource: str, namespace: str, name: str = "") -> Iterator[None]:
+    try:
+        yield
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise map_api_error(exc, verb, resource, namespace, name) from exc
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _get(obj: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj or obj[key] is None:
+            return default
+        obj = obj[key]
+    return obj
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _seconds(value: float, minimum: int = 0) -> int:
+    return max(minimum, math.ceil(value))
+
+
+def _first_image(template: dict[str, Any]) -> str:
+    containers = _get(template, "spec", "containers", default=[]) or [{}]
+    return str(containers[0].get("image", ""))
+
+
+def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(template))
+    labels = _get(out, "metadata", "labels")
+    if isinstance(labels, dict):
+        labels.pop(LABEL_HASH, None)
+    return out
+
+
+def merge_patch(current: Any, target: Any) -> Any:
+    """The RFC 7386 JSON merge patch turning ``current`` into ``target`` (lists are replaced)."""
+    if not isinstance(current, dict) or not isinstance(target, dict):
+        return target
+    patch: dict[str, Any] = {}
+    for key in current:
+        if key not in target:
+            patch[key] = None
+    for key, value in target.items():
+        if key not in current:
+            patch[key] = value
+        elif current[key] != value:
+            patch[key] = merge_patch(current[key], value)
+    return patch
+
+
+def _parse_history(annotations: dict[str, str], image: str) -> list[Revision]:
+    raw = annotations.get(ANN_SW_REVISIONS)
+    result: list[Revision] = []
+    if raw:
+        try:
+            for entry in json.loads(raw):
+                at = entry.get("at")
+                result.append(
+                    Revision(
+                        number=int(entry["n"]),
+                        image=str(entry["image"]),
+                        created_at=datetime.fromisoformat(at) if at else None,
+                    )
+                )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            result = []
+    return result or [Revision(number=1, image=image)]
+
+
+def _dump_history(history: list[Revision]) -> str:
+    entries = []
+    for rev in history[-MAX_REVISIONS:]:
+        entry: dict[str, Any] = {"n": rev.number, "image": rev.image}
+        if rev.created_at is not None:
+            entry["at"] = rev.created_at.isoformat(timespec="seconds")
+        entries.append(entry)
+    return json.dumps(entries, separators=(",", ":"))
+
+
+class KubernetesOrchestrator:
+    """The :class:`~scalewise.orchestrators.base.Orchestrator` for a Kubernetes cluster."""
+
+    target = "kubernetes"
+
+    def __init__(self, api_client: k8s.ApiClient, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.api_client = api_client
+        self.apps = k8s.AppsV1Api(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.autoscaling = k8s.AutoscalingV2Api(api_client)
+        self.timeout: tuple[float, float] = (min(5.0, timeout_s), timeout_s)
+
+    # ----------------------------------------------------------------------------- construction
+
+    @classmethod
+    def from_kubeconfig(
+        cls, path: str | Path, context: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> KubernetesOrchestrator:
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_kube_config(
+                config_file=str(path), context=context, client_configuration=configuration, persist_config=False
+            )
+        except (ConfigException, OSError, ValueError) as exc:
+            raise PermanentError(f"kubernetes: cannot load kubeconfig {path}: {exc}") from None
+        return cls._with(configuration, timeout_s)
+
+    @classmethod
+    def in_cluster(cls, timeout_s: float = DEFAULT_TIMEOUT_S) -> KubernetesOrchestrator:
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as exc:
+            raise PermanentError(f"kubernetes: in-cluster configuration unavailable: {exc}") from None
+        return cls._with(configuration, timeout_s)
+
+    @classmethod
+    def from_env(cls, timeout_s: float = DEFAULT_TIMEOUT_S) -> KubernetesOrchestrator:
+        """Like kubectl: ``KUBECONFIG`` (read now, not at import), else ``~/.kube/config``, else the
+        pod's service account (in-cluster)."""
+        path = os.environ.get("KUBECONFIG")
+        if path:
+            return cls.from_kubeconfig(path, timeout_s=timeout_s)
+        default = Path("~/.kube/config").expanduser()
+        if default.is_file():
+            return cls.from_kubeconfig(default, timeout_s=timeout_s)
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return cls.in_cluster(timeout_s=timeout_s)
+        raise PermanentError(
+            "kubernetes: no configuration found (set KUBECONFIG, create ~/.kube/config or run in a pod)"
+        )
+
+    @classmethod
+    def _with(cls, configuration: k8s.Configuration, timeout_s: float) -> KubernetesOrchestrator:
+        configuration.connection_pool_maxsize = 32
+        return cls(k8s.ApiClient(configuration), timeout_s=timeout_s)
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    # ----------------------------------------------------------------------------- raw calls
+
+    def _call(
+        self, verb: str, resource: str, namespace: str, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        with _mapped(verb, resource, namespace, name):
+            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+            data = resp.data
+        if not data:
+            return {}
+        try:
+            result: dict[str, Any] = json.loads(data)
+        except ValueError as exc:
+            raise TransientError(f"kubernetes {resource} {namespace}/{name}: {verb}: bad answer: {exc}") from None
+        return result
+
+    @staticmethod
+    def _kind(spec: WorkloadSpec) -> str:
+        return spec.kubernetes.kind
+
+    @staticmethod
+    def _plural(spec: WorkloadSpec) -> str:
+        return "deployments" if spec.kubernetes.kind == "Deployment" else "statefulsets"
+
+    def _fetch(self, spec: WorkloadSpec) -> dict[str, Any]:
+        ns = spec.kubernetes.namespace
+        if spec.kubernetes.kind == "Deployment":
+            return self._call("get", "deployments", ns, spec.name, self.apps.read_namespaced_deployment, spec.name, ns)
+        return self._call("get", "statefulsets", ns, spec.name, self.apps.read_namespaced_stateful_set, spec.name, ns)
+
+    def _replica_sets(self, spec: WorkloadSpec, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ReplicaSets this Deployment owns (by label, then by owner UID)."""
+        ns = spec.kubernetes.namespace
+        data = self._call(
+            "list", "replicasets", ns, "", self.apps.list_namespaced_replica_set, ns,
+            label_selector=f"{LABEL_NAME}={spec.name}",
+        )
+        uid = _get(obj, "metadata", "uid")
+        items: list[dict[str, Any]] = data.get("items") or []
+        return [
+            rs for rs in items
+            if any(ref.get("uid") == uid for ref in (_get(rs, "metadata", "ownerReferences", default=[]) or []))
+        ]
+
+    # ----------------------------------------------------------------------------- reading
+
+    def exists(self, spec: WorkloadSpec) -> bool:
+        try:
+            self._fetch(spec)
+        except NotFoundError:
+            return False
+        return True
+
+    def read(self, spec: WorkloadSpec) -> WorkloadState:
+        return self._state(spec, self._fetch(spec))
+
+    def _state(self, spec: WorkloadSpec, obj: dict[str, Any]) -> WorkloadState:
+        meta = obj.get("metadata") or {}
+        ospec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        generation = _int(meta.get("generation"))
+        observed = _int(status.get("observedGeneration"))
+        desired = _int(ospec.get("replicas"), 1)
+        replicas = _int(status.get("replicas"))
+        ready = _int(status.get("readyReplicas"))
+        updated = _int(status.get("updatedReplicas"))
+        template = ospec.get("template") or {}
+        image = _first_image(template)
+        annotations: dict[str, str] = meta.get("annotations") or {}
+        message: str | None = None
+        if spec.kubernetes.kind == "Deployment":
+            available = _int(status.get("availableReplicas"))
+            progressing = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), None
+            )
+            if observed < generation:
+                update_state, message = "waiting", "waiting for the deployment spec update to be observed"
+            elif progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
+                update_state = "deadline_exceeded"
+                message = str(progressing.get("message") or "progress deadline exceeded")
+            elif updated < desired:
+                update_state, message = "progressing", f"{updated} of {desired} new replicas updated"
+            elif replicas > updated:
+                update_state, message = "progressing", f"{replicas - updated} old replicas pending termination"
+            elif available < updated:
+                update_state, message = "progressing", f"{available} of {updated} updated replicas available"
+            else:
+                update_state = "complete"
+            revision = _int(annotations.get(ANN_REVISION))
+            if observed < generation or revision < 1:
+                revision, _ = self._deployment_history(spec, obj)
+        else:
+            current_rev = status.get("currentRevision")
+            update_rev = status.get("updateRevision")
+            if observed < generation:
+                update_state, message = "waiting", "waiting for the statefulset spec update to be observed"
+            elif (update_rev and current_rev != update_rev) or updated < desired:
+                update_state, message = "progressing", f"{updated} of {desired} pods updated"
+            elif ready < desired or replicas != desired:
+                update_state, message = "progressing", f"{ready} of {desired} pods ready"
+            else:
+                update_state = "complete"
+            history = _parse_history(annotations, image)
+            revision = max(1, _int(annotations.get(ANN_SW_REVISION), history[-1].number))
+        return WorkloadState(
+            name=spec.name,
+            target=self.target,
+            desired_replicas=desired,
+            ready_replicas=ready,
+            running_replicas=replicas,
+            updated_replicas=updated,
+            image=image,
+            revision=max(1, revision),
+            version=str(meta.get("resourceVersion", "")),
+            updating=update_state in _UPDATING_STATES,
+            update_state=update_state,
+            message=message,
+        )
+
+    def _deployment_history(
+        self, spec: WorkloadSpec, obj: dict[str, Any], rses: list[dict[str, Any]] | None = None
+    ) -> tuple[int, dict[int, tuple[str, dict[str, Any] | None]]]:
+        """(current revision, {revision: (image, replicaset)}) the way the deployment controller numbers
+        them, including a rollout it has not observed yet (see the module docstring)."""
+        if rses is None:
+            rses = self._replica_sets(spec, obj)
+        template = _get(obj, "spec", "template", default={})
+        entries: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        newest = 0
+        match: dict[str, Any] | None = None
+        for rs in rses:
+            ann = _get(rs, "metadata", "annotations", default={}) or {}
+            rev = _int(ann.get(ANN_REVISION))
+            if rev < 1:
+                continue
+            rs_template = _get(rs, "spec", "template", default={})
+            image = _first_image(rs_template)
+            for old in str(ann.get(ANN_REVISION_HISTORY, "")).split(","):
+                if _int(old) >= 1:
+                    entries.setdefault(_int(old), (image, rs))
+            entries[rev] = (image, rs)
+            newest = max(newest, rev)
+            if _strip_hash(rs_template) == template:
+                match = rs
+        if match is not None and _int(_get(match, "metadata", "annotations", ANN_REVISION)) == newest:
+            current = newest
+        else:
+            # Not created yet, or an older ReplicaSet about to be reused: the next number.
+            current = newest + 1
+            entries[current] = (_first_image(template), match)
+        return current, entries
+
+    def revisions(self, spec: WorkloadSpec) -> list[Revision]:
+        obj = self._fetch(spec)
+        if spec.kubernetes.kind == "StatefulSet":
+            image = _first_image(_get(obj, "spec", "template", default={}))
+            return _parse_history(_get(obj, "metadata", "annotations", default={}) or {}, image)
+        _, entries = self._deployment_history(spec, obj)
+        out: list[Revision] = []
+        for number in sorted(entries):
+            image, rs = entries[number]
+            created = _get(rs, "metadata", "creationTimestamp") if rs is not None else None
+            out.append(
+                Revision(
+                    number=number,
+                    image=image,
+                    created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                )
+            )
+        return out
+
+    # ----------------------------------------------------------------------------- ownership
+
+    def _foreign_scalers(self, spec: WorkloadSpec) -> list[str]:
+        ns = spec.kubernetes.namespace
+        data = self._call(
+            "list", "horizontalpodautoscalers", ns, "",
+            self.autoscaling.list_namespaced_horizontal_pod_autoscaler, ns,
+        )
+        found: list[str] = []
+        for hpa in data.get("items") or []:
+            ref = _get(hpa, "spec", "scaleTargetRef", default={}) or {}
+            if ref.get("kind") == spec.kubernetes.kind and ref.get("name") == spec.name:
+                hname = _get(hpa, "metadata", "name", default="?")
+                keda = (_get(hpa, "metadata", "labels", default={}) or {}).get(KEDA_LABEL)
+                extra = f" (KEDA ScaledObject {keda})" if keda else ""
+                found.append(f"HorizontalPodAutoscaler {ns}/{hname}{extra}")
+        return found
+
+    def _check_ownership(self, spec: WorkloadSpec) -> None:
+        if spec.kubernetes.allow_foreign_scaler:
+            return
+        owners = self._foreign_scalers(spec)
+        if owners:
+            raise OwnershipError(
+                f"kubernetes {self._kind(spec)} {spec.kubernetes.namespace}/{spec.name} is already scaled by"
+                f" {', '.join(owners)}; refusing to fight it (set kubernetes.allow_foreign_scaler to override)"
+            )
+
+    # ----------------------------------------------------------------------------- rendering
+
+    def _labels(self, spec: WorkloadSpec) -> dict[str, str]:
+        return {LABEL_NAME: spec.name, LABEL_MANAGED_BY: FIELD_MANAGER}
+
+    def _pod_template(self, spec: WorkloadSpec) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": CONTAINER, "image": spec.image}
+        if spec.command:
+            container["command"] = list(spec.command)
+        if spec.env:
+            container["env"] = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+        if spec.ports:
+            container["ports"] = [
+                {"containerPort": p.container, "protocol": p.protocol.upper()} for p in spec.ports
+            ]
+        if spec.healthcheck is not None:
+            hc = spec.healthcheck
+            container["readinessProbe"] = {
+                "exec": {"command": ["sh", "-c", hc.command]},
+                "periodSeconds": _seconds(hc.interval, 1),
+                "timeoutSeconds": _seconds(hc.timeout, 1),
+                "failureThreshold": hc.retries,
+                "initialDelaySeconds": _seconds(hc.start_period),
+            }
+        return {
+            "metadata": {"labels": self._labels(spec)},
+            "spec": {
+                "containers": [container],
+                "terminationGracePeriodSeconds": _seconds(spec.stop_grace_period),
+            },
+        }
+
+    def _render(self, spec: WorkloadSpec, replicas: int, obj: dict[str, Any] | None) -> dict[str, Any]:
+        ns = spec.kubernetes.namespace
+        metadata: dict[str, Any] = {
+            "name": spec.name,
+            "namespace": ns,
+            "labels": {**spec.labels, **self._labels(spec)},
+        }
+        if obj is not None:
+            metadata["resourceVersion"] = _get(obj, "metadata", "resourceVersion")
+        body: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": spec.kubernetes.kind,
+            "metadata": metadata,
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {LABEL_NAME: spec.name}},
+                "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+                "template": self._pod_template(spec),
+            },
+        }
+        if spec.kubernetes.kind == "Deployment":
+            body["spec"]["progressDeadlineSeconds"] = _seconds(spec.kubernetes.progress_deadline, 1)
+            body["spec"]["strategy"] = {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": spec.update.max_surge, "maxUnavailable": spec.update.max_unavailable},
+            }
+            return body
+        rolling: dict[str, Any] = {"partition": 0}
+        if spec.update.max_unavailable not in (0, "0%"):
+            # Honoured where the MaxUnavailableStatefulSet feature is on; 0 is not a valid value.
+            rolling["maxUnavailable"] = spec.update.max_unavailable
+        body["spec"]["serviceName"] = spec.name
+        body["spec"]["podManagementPolicy"] = "Parallel"
+        body["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": rolling}
+        annotations = dict(_get(obj, "metadata", "annotations", default={}) or {}) if obj is not None else {}
+        current_image = _first_image(_get(obj, "spec", "template", default={})) if obj is not None else spec.image
+        history = _parse_history(annotations, current_image) if obj is not None else [
+            Revision(number=1, image=spec.image, created_at=datetime.now(UTC))
+        ]
+        number = max(1, _int(annotations.get(ANN_SW_REVISION), history[-1].number)) if obj is not None else 1
+        if obj is not None and current_image != spec.image:
+            number = max(r.number for r in history) + 1
+            history.append(Revision(number=number, image=spec.image, created_at=datetime.now(UTC)))
+        metadata["annotations"] = {ANN_SW_REVISIONS: _dump_history(history), ANN_SW_REVISION: str(number)}
+        return body
+
+    def _render_service(self, spec: WorkloadSpec) -> dict[str, Any]:
+        ports = [
+            {"name": f"{p.protocol}-{p.container}", "port": p.container, "targetPort": p.container,
+             "protocol": p.protocol.upper()}
+            for p in spec.ports
+        ]
+        svc_spec: dict[str, Any] = {"clusterIP": "None", "selector": {LABEL_NAME: spec.name}}
+        if ports:
+            svc_spec["ports"] = ports
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": spec.name, "namespace": spec.kubernetes.namespace,
+                         "labels": {**spec.labels, **self._labels(spec)}},
+            "spec": svc_spec,
+        }
+
+    # ----------------------------------------------------------------------------- writing
+
+    def _server_side_apply(self, spec: WorkloadSpec, body: dict[str, Any]) -> dict[str, Any]:
+        ns = spec.kubernetes.namespace
+        fn: Callable[..., Any] = self.apps.patch_namespaced_deployment
+        if spec.kubernetes.kind == "StatefulSet":
+            fn = self.apps.patch_namespaced_stateful_set
+        return self._call(
+            "patch", self._plural(spec), ns, spec.name, fn, spec.name, ns, body,
+            field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
+        )
+
+    def _apply_service(self, spec: WorkloadSpec) -> None:
+        ns = spec.kubernetes.namespace
+        self._call(
+            "patch", "services", ns, spec.name, self.core.patch_namespaced_service, spec.name, ns,
+            self._render_service(spec), field_manager=FIELD_MANAGER, force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    def _patch(self, spec: WorkloadSpec, body: dict[str, Any], content_type: str) -> dict[str, Any]:
+        ns = spec.kubernetes.namespace
+        fn: Callable[..., Any] = self.apps.patch_namespaced_deployment
+        if spec.kubernetes.kind == "StatefulSet":
+            fn = self.apps.patch_namespaced_stateful_set
+        return self._call(
+            "patch", self._plural(spec), ns, spec.name, fn, spec.name, ns, body,
+            field_manager=FIELD_MANAGER, _content_type=content_type,
+        )
+
+    def _checked(self, spec: WorkloadSpec, expected_version: str | None) -> dict[str, Any]:
+        obj = self._fetch(spec)
+        version = str(_get(obj, "metadata", "resourceVersion", default=""))
+        if expected_version is not None and version != str(expected_version):
+            raise ConflictError(
+                f"kubernetes {self._kind(spec)} {spec.kubernetes.namespace}/{spec.name}: observed version"
+                f" {expected_version} is stale (now {version}); re-read and decide again"
+            )
+        return obj
+
+    def apply(self, spec: WorkloadSpec, replicas: int | None = None) -> WorkloadState:
+        if replicas is not None and replicas < 0:
+            raise PermanentError(f"kubernetes {spec.name!r}: replicas cannot be negative ({replicas})")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                obj: dict[str, Any] | None = self._fetch(spec)
+            except NotFoundError:
+                obj = None
+            current = _int(_get(obj, "spec", "replicas"), 1) if obj is not None else None
+            if replicas is not None:
+                want = replicas
+                if current is not None and replicas != current:
+                    self._check_ownership(spec)
+            else:
+                want = current if current is not None else spec.replicas.start
+            if spec.kubernetes.kind == "StatefulSet":
+                self._apply_service(spec)
+            try:
+                result = self._server_side_apply(spec, self._render(spec, want, obj))
+            except ConflictError:
+                # The object changed between our read and the apply (resourceVersion precondition):
+                # re-read and render again, never resend the stale body.
+                if attempt >= APPLY_ATTEMPTS:
+                    raise
+                continue
+            return self._state(spec, result)
+
+    def set_replicas(self, spec: WorkloadSpec, replicas: int, expected_version: str) -> WorkloadState:
+        if replicas < 0:
+            raise PermanentError(f"kubernetes {spec.name!r}: replicas cannot be negative ({replicas})")
+        obj = self._checked(spec, expected_version)
+        self._check_ownership(spec)
+        ns = spec.kubernetes.namespace
+        body = {
+            "metadata": {"resourceVersion": _get(obj, "metadata", "resourceVersion")},
+            "spec": {"replicas": replicas},
+        }
+        if spec.kubernetes.kind == "Deployment":
+            fn, resource = self.apps.patch_namespaced_deployment_scale, "deployments/scale"
+        else:
+            fn, resource = self.apps.patch_namespaced_stateful_set_scale, "statefulsets/scale"
+        self._call(
+            "patch", resource, ns, spec.name, fn, spec.name, ns, body,
+            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
+        )
+        return self.read(spec)
+
+    def _set_image(self, spec: WorkloadSpec, obj: dict[str, Any], image: str) -> WorkloadState:
+        containers = _get(obj, "spec", "template", "spec", "containers", default=[]) or [{"name": CONTAINER}]
+        metadata: dict[str, Any] = {"resourceVersion": _get(obj, "metadata", "resourceVersion")}
+        if spec.kubernetes.kind == "StatefulSet":
+            annotations = _get(obj, "metadata", "annotations", default={}) or {}
+            history = _parse_history(annotations, _first_image(_get(obj, "spec", "template", default={})))
+            number = max(r.number for r in history) + 1
+            history.append(Revision(number=number, image=image, created_at=datetime.now(UTC)))
+            metadata["annotations"] = {ANN_SW_REVISIONS: _dump_history(history), ANN_SW_REVISION: str(number)}
+        container = {"name": containers[0].get("name", CONTAINER), "image": image}
+        body = {"metadata": metadata, "spec": {"template": {"spec": {"containers": [container]}}}}
+        result = self._patch(spec, body, "application/strategic-merge-patch+json")
+        return self._state(spec, result)
+
+    def update_image(self, spec: WorkloadSpec, image: str, expected_version: str) -> WorkloadState:
+        try:
+            spec.with_image(image)
+        except ValueError as exc:
+            raise PermanentError(f"kubernetes {spec.name!r}: bad image {image!r}: {exc}") from None
+        obj = self._checked(spec, expected_version)
+        if _first_image(_get(obj, "spec", "template", default={})) == image:
+            return self._state(spec, obj)
+        return self._set_image(spec, obj, image)
+
+    def rollback(
+        self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
+    ) -> WorkloadState:
+        obj = self._checked(spec, expected_version)
+        what = f"kubernetes {self._kind(spec)} {spec.kubernetes.namespace}/{spec.name}"
+        current_image = _first_image(_get(obj, "spec", "template", default={}))
+        if spec.kubernetes.kind == "StatefulSet":
+            annotations = _get(obj, "metadata", "annotations", default={}) or {}
+            history = _parse_history(annotations, current_image)
+            current = max(1, _int(annotations.get(ANN_SW_REVISION), history[-1].number))
+            if to_revision is None:
+                earlier = [r for r in history if r.number < current]
+                if not earlier:
+                    raise PermanentError(f"{what}: no earlier revision to roll back to (known: {current})")
+                target_image = earlier[-1].image
+            else:
+                found = [r for r in history if r.number == to_revision]
+                if not found:
+                    known = ", ".join(f"{r.number} ({r.image})" for r in history)
+                    raise PermanentError(f"{what}: unknown revision {to_revision} (known: {known})")
+                target_image = found[0].image
+            if target_image == current_image:
+                return self._state(spec, obj)
+            return self._set_image(spec, obj, target_image)
+
+        current, entries = self._deployment_history(spec, obj)
+        if to_revision is None:
+            # kubectl rollout undo: the ReplicaSet with the highest revision below the current one.
+            numbers = [
+                n for n, (_, owner) in entries.items()
+                if n < current and owner is not None and _int(_get(owner, "metadata", "annotations", ANN_REVISION)) == n
+            ]
+            if not numbers:
+                known = ", ".join(str(n) for n in sorted(entries)) or "none"
+                raise PermanentError(f"{what}: no earlier revision to roll back to (known: {known})")
+            number = max(numbers)
+        else:
+            number = to_revision
+        entry = entries.get(number)
+        if entry is None or entry[1] is None:
+            known = ", ".join(f"{n} ({entries[n][0]})" for n in sorted(entries) if entries[n][1] is not None)
+            raise PermanentError(f"{what}: unknown revision {number} (known: {known or 'none'})")
+        image, rs = entry
+        if image == current_image:
+            return self._state(spec, obj)
+        assert rs is not None
+        target_template = _strip_hash(_get(rs, "spec", "template", default={}))
+        body = {
+            "metadata": {"resourceVersion": _get(obj, "metadata", "resourceVersion")},
+            "spec": {"template": merge_patch(_get(obj, "spec", "template", default={}), target_template)},
+        }
+        result = self._patch(spec, body, "application/merge-patch+json")
+        return self._state(spec, result)
+
+    def remove(self, spec: WorkloadSpec) -> None:
+        ns = spec.kubernetes.namespace
+        fn: Callable[..., Any] = self.apps.delete_namespaced_deployment
+        if spec.kubernetes.kind == "StatefulSet":
+            fn = self.apps.delete_namespaced_stateful_set
+        with suppress(NotFoundError):
+            self._call("delete", self._plural(spec), ns, spec.name, fn, spec.name, ns, propagation_policy="Background")
+        if spec.kubernetes.kind == "StatefulSet":
+            with suppress(NotFoundError):
+                self._call("delete", "services", ns, spec.name, self.core.delete_namespaced_service, spec.name, ns)
+
+    # ----------------------------------------------------------------------------- waiting
+
+    def wait_converged(
+        self,
+        spec: WorkloadSpec,
+        timeout_s: float,
+        poll_s: float = 0.5,
+        on_progress: ProgressFn | None = None,
+    ) -> ConvergeResult:
+        start = time.monotonic()
+        deadline = start + max(0.0, timeout_s)
+        state: WorkloadState | None = None
+        while True:
+            failure: TransientError | None = None
+            try:
+                state = self.read(spec)
+            except TransientError as exc:
+                # An apiserver restart or a network blip: keep polling until the bound.
+                failure = exc
+            elapsed = time.monotonic() - start
+            if failure is None and state is not None:
+                if on_progress is not None:
+                    on_progress(state)
+                if state.update_state == "complete" and state.ready_replicas == state.desired_replicas:
+                    return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
+                if state.update_state == "deadline_exceeded":
+                    return ConvergeResult(
+                        converged=False,
+                        state=state,
+                        reason="deadline_exceeded",
+                        detail=state.message or "ProgressDeadlineExceeded",
+                        elapsed_s=elapsed,
+                    )
+            now = time.monotonic()
+            if now >= deadline:
+                if failure is not None or state is None:
+                    raise failure or TransientError(f"kubernetes {spec.name!r}: no state read within {timeout_s:g}s")
+                return ConvergeResult(
+                    converged=False,
+                    state=state,
+                    reason="timeout",
+                    detail=(
+                        f"after {timeout_s:g}s: desired {state.desired_replicas}, ready {state.ready_replicas},"
+                        f" updated {state.updated_replicas} ({state.update_state}: {state.message or '-'})"
+                    ),
+                    elapsed_s=elapsed,
+                )
+            time.sleep(max(0.0, min(poll_s, deadline - now)))
+
+
+__all__ = ["FIELD_MANAGER", "KubernetesOrchestrator", "map_api_error", "merge_patch"]

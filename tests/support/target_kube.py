@@ -1,0 +1,59 @@
+"""``kubernetes_target``: a :class:`TargetHarness` over the real test control plane (KWOK pods).
+
+KWOK runs no containers: every image becomes Running+Ready except images containing
+``never-ready``, which stay Running but never Ready, so the harness's broken image is one of those.
+Each test gets a fresh namespace; the progress deadline is short so a broken rollout fails fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from scalewise.errors import ScalewiseError
+from scalewise.orchestrators.kube import KubernetesOrchestrator
+from scalewise.spec import WorkloadSpec
+from tests.support.kube import ControlPlane
+from tests.support.targets import TargetHarness, spec_factory
+
+#: KWOK keeps pods of an image containing "never-ready" Running but never Ready.
+IMAGE_NEVER_READY = "scalewise/busybox:never-ready"
+PROGRESS_DEADLINE_S = 10
+
+
+@pytest.fixture
+def kubernetes_target(kube_cluster: ControlPlane) -> Iterator[TargetHarness]:
+    namespace = kube_cluster.new_namespace("contract")
+    orchestrator = KubernetesOrchestrator.from_kubeconfig(kube_cluster.kubeconfig)
+    created: list[WorkloadSpec] = []
+
+    def cleanup() -> None:
+        errors: list[str] = []
+        while created:
+            spec = created.pop()
+            try:
+                orchestrator.remove(spec)
+            except ScalewiseError as exc:
+                errors.append(f"{spec.name}: {exc}")
+        if errors:
+            raise AssertionError("cleanup failed: " + "; ".join(errors))
+
+    harness = TargetHarness(
+        orchestrator=orchestrator,
+        make_spec=spec_factory(
+            "kubernetes", created, kubernetes={"namespace": namespace, "progress_deadline": PROGRESS_DEADLINE_S}
+        ),
+        cleanup=cleanup,
+        fetch=None,
+        created=created,
+        broken_image=IMAGE_NEVER_READY,
+    )
+    try:
+        yield harness
+    finally:
+        try:
+            cleanup()
+        finally:
+            orchestrator.close()
+            kube_cluster.delete_namespace(namespace)
