@@ -400,6 +400,7 @@ def test_prefect_flows_scale_and_roll_out_on_kubernetes(
     assert (rec.before.replicas, rec.after.replicas) == (2, 4)
     upd = rolling_update(workload=name, image=IMAGE_V2)
     assert (upd.before.image, upd.after.image) == (IMAGE_V1, IMAGE_V2)
+    assert upd.before.revision is not None
     assert upd.after.revision == upd.before.revision + 1
     live = json.loads(kube_cluster.kubectl("get", "deployment", name, "-n", namespace, "-o", "json").stdout)
     assert live["spec"]["replicas"] == 4
