@@ -31,8 +31,16 @@ Reason = Annotated[str | None, typer.Option(help="Why (recorded in the audit tra
 Timeout = Annotated[float, typer.Option(help="Bounded wait, seconds")]
 
 
+def table_(*columns: str) -> Table:
+    """A table whose cells wrap instead of being cut off (names and images stay whole)."""
+    out = Table()
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    return out
+
+
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -123,7 +131,7 @@ def validate(
         specs = load_workloads(path or workloads_path())
     except ScalewiseError as exc:
         fail(str(exc))
-    table = Table("workload", "target", "image", "replicas", "update")
+    table = table_("workload", "target", "image", "replicas", "update")
     for s in specs.values():
         table.add_row(
             s.name, s.target, s.image, f"{s.replicas.min}..{s.replicas.max}",
@@ -231,7 +239,7 @@ def status(workload: Annotated[str | None, typer.Argument(help="One workload (de
         specs = [get_workload(path, workload)] if workload else list(load_workloads(path).values())
     except ScalewiseError as exc:
         fail(str(exc))
-    table = Table("workload", "target", "desired", "ready", "image", "revision", "state", "revisions")
+    table = table_("workload", "target", "desired", "ready", "image", "revision", "state", "revisions")
     failed = False
     for spec in specs:
         try:
@@ -287,7 +295,7 @@ def history(
     if as_csv:
         sys.stdout.write(hist.to_csv(entries))
         return
-    table = Table(*hist.FIELDS[:-2], "run")
+    table = table_(*hist.FIELDS[:-2], "run")
     for e in entries:
         row = e.flat()
         table.add_row(*(str(row[f]) for f in hist.FIELDS[:-2]), str(row["run_url"]))

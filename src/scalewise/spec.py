@@ -217,15 +217,19 @@ def _format_loc(loc: Iterable[Any]) -> str:
     return "".join(parts) or "(document)"
 
 
+def _msg(error: Any) -> str:
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def spec_error_from_validation(source: str, exc: ValidationError, prefix: str = "") -> SpecError:
     """Turn pydantic's error into a SpecError naming the first bad field and every reason."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     field = _format_loc([*([prefix] if prefix else []), *first["loc"]])
-    reason = first["msg"]
+    reason = _msg(first)
     if len(errors) > 1:
         others = "; ".join(
-            f"{_format_loc([*([prefix] if prefix else []), *e['loc']])}: {e['msg']}" for e in errors[1:4]
+            f"{_format_loc([*([prefix] if prefix else []), *e['loc']])}: {_msg(e)}" for e in errors[1:4]
         )
         reason = f"{reason} (also: {others})"
     return SpecError(source, field, reason)
