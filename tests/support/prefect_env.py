@@ -35,9 +35,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server
     finally:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()  # send buffered run logs while the server is still up
+        APILogWorker.drain_all(timeout=10)  # send buffered run logs while the server is still up
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
