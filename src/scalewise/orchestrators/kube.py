@@ -92,6 +92,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -133,6 +134,7 @@ DEFAULT_TIMEOUT_S = 30.0
 APPLY_ATTEMPTS = 3
 
 _UPDATING_STATES = frozenset({"waiting", "progressing"})
+_DENIED_RE = re.compile(r'cannot (\S+) resource "([^"]+)"(?: in API group "[^"]*")?(?: in the namespace "([^"]+)")?')
 
 
 # --------------------------------------------------------------------------- error mapping
@@ -168,6 +170,12 @@ def map_api_error(exc: BaseException, verb: str, resource: str, namespace: str, 
         if status == 409:
             return ConflictError(f"{what}: conflict (changed since it was read): {message}")
         if status in (401, 403):
+            # Name what the authorizer actually denied: a server-side apply that creates the object is
+            # a "patch" request checked for "create" too.
+            denied = _DENIED_RE.search(message)
+            if denied:
+                verb, resource = denied.group(1), denied.group(2)
+                namespace = denied.group(3) or namespace
             return ForbiddenError(f"forbidden: cannot {verb} {resource} in namespace {namespace} ({status}: {message})")
         return PermanentError(f"{what}: refused ({status}): {message}")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
