@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -86,6 +87,33 @@ def test_scenario_is_audited_with_trigger_before_after_and_reason(workload: str)
     assert (rb.before.image, rb.after.image, rb.reason) == (IMAGE_V2, IMAGE_V1, "bad release")
     assert all(e.run_url and e.record.flow_run_id in e.run_url for e in entries)
     assert all(e.record.durations["total_s"] > 0 for e in entries)
+    # The same records went out as events on the workload's resource (what automations react to).
+    events = wait_for_events(workload, 5)
+    assert [e["event"] for e in events] == [
+        "scalewise.action.deploy.succeeded", "scalewise.action.scale-out.succeeded",
+        "scalewise.action.rolling-update.succeeded", "scalewise.action.scale-in.succeeded",
+        "scalewise.action.rollback.succeeded",
+    ]
+    assert events[1]["payload"]["trigger"] == {"kind": "cli", "actor": "bob", "detail": None}
+    assert events[2]["resource"]["scalewise.target"] == "swarm"
+
+
+def wait_for_events(workload: str, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"filter": {"resource": {"id": [f"scalewise.workload.{workload}"]}, "order": "ASC"}, "limit": 50}
+    deadline = time.monotonic() + timeout_s
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10).raise_for_status()
+        events = [e for e in resp.json()["events"] if e["event"].startswith("scalewise.action.")]
+        if len(events) >= count:
+            return events
+        time.sleep(0.5)
+    raise AssertionError(f"expected {count} action events, got {[e['event'] for e in events]}")
 
 
 def test_broken_rollout_is_rolled_back_and_the_run_fails(workload: str) -> None:
