@@ -247,3 +247,15 @@ def test_missing_grant_is_not_mistaken_for_not_found(
         assert "cannot get deployments" in str(refused.value)
     finally:
         orch.close()
+
+
+def test_worker_manifest_is_valid_and_uses_the_service_account(
+    kube_cluster: ControlPlane, sa_namespace: str, tmp_path: Path
+) -> None:
+    worker = yaml.safe_load((RBAC_FILE.parent / "worker.yaml").read_text())
+    assert worker["spec"]["template"]["spec"]["serviceAccountName"] == "scalewise"
+    worker["metadata"]["namespace"] = sa_namespace
+    path = tmp_path / "worker.json"
+    path.write_text(json.dumps(worker))
+    out = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(path), check=False)
+    assert out.returncode == 0, out.stderr
