@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -450,3 +451,86 @@ def test_token_bucket_and_idempotency_ttl() -> None:
     assert store.get("k") is not None and store.get("k").flow_run_id == "run-1"  # type: ignore[union-attr]
     now[0] = 11.0
     assert store.get("k") is None
+
+
+def test_restart_keeps_idempotency_through_prefect(
+    webhook_workloads: Any, prefect_server: Any, webhook_deployments: list[str]
+) -> None:
+    """A fresh receiver (empty memory) still starts no second run for an alert already acted on:
+    the Prefect server returns the run it created for the same idempotency key."""
+    from scalewise.webhook.app import create_app
+
+    body = json.dumps(notification(alert(fingerprint="restart-1"))).encode()
+    first_app = UvicornThread(create_app(base_config(), CREDENTIALS, workloads=webhook_workloads)).start()
+    try:
+        first = httpx.post(f"{first_app.url}/v1/alertmanager", content=body, headers=AM, timeout=30)
+    finally:
+        first_app.stop()
+    assert first.status_code == 202, first.text
+    before = count_runs()
+    time.sleep(2.5)  # the receiver flags a run created over 2s before the request as a duplicate
+    second_app = UvicornThread(create_app(base_config(), CREDENTIALS, workloads=webhook_workloads)).start()
+    try:
+        second = httpx.post(f"{second_app.url}/v1/alertmanager", content=body, headers=AM, timeout=30)
+    finally:
+        second_app.stop()
+    assert second.status_code == 200, second.text
+    assert second.json()["runs"][0]["flow_run_id"] == first.json()["runs"][0]["flow_run_id"]
+    assert second.json()["runs"][0]["duplicate"] is True
+    assert count_runs() == before
+
+
+def test_cli_serves_the_receiver(
+    prefect_server: Any, webhook_deployments: list[str], webhook_workloads: Any, tmp_path: Any
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.support.prefect_env import ROOT, free_port
+
+    cfg = {
+        "deployment_suffix": TEST_SUFFIX,
+        "callers": [{"name": "ops", "token_env": "CLI_TEST_TOKEN"}],
+        "routes": [{"name": "r", "match": {"alertname": "HighLoad"}, "workload": "web",
+                    "on_firing": {"action": "scale-out", "by": 2}}],
+    }
+    path = tmp_path / "webhook.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url, SCALEWISE_WORKLOADS=str(webhook_workloads),
+               CLI_TEST_TOKEN="cli-secret-123")
+    log = tmp_path / "webhook.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scalewise.cli", "webhook", "--port", str(port), "--config", str(path)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError(f"the CLI receiver did not start:\n{log.read_text()}")
+        before = count_runs()
+        resp = httpx.post(f"{url}/v1/alertmanager", timeout=30,
+                          content=json.dumps(notification(alert(fingerprint="cli-1"))).encode(),
+                          headers={"Authorization": "Bearer cli-secret-123"})
+        assert resp.status_code == 202, resp.text
+        assert read_run(resp.json()["runs"][0]["flow_run_id"]).parameters["by"] == 2
+        assert count_runs() == before + 1
+        bad = httpx.post(f"{url}/v1/actions", json={}, headers={"Authorization": "Bearer nope"}, timeout=30)
+        assert bad.status_code == 401
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert "cli-secret-123" not in log.read_text()
