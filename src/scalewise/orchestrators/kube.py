@@ -22,7 +22,10 @@ Writes
 - ``set_replicas``: a merge patch of the **scale subresource** carrying the observed
   ``resourceVersion``; the ``version`` token of :class:`WorkloadState` is the object's
   ``resourceVersion``. A stale token raises :class:`ConflictError` before writing, and a write that
-  races another writer gets HTTP 409 → :class:`ConflictError` (never retried blindly).
+  races another writer gets HTTP 409 → :class:`ConflictError` (never retried blindly). The
+  resourceVersion also moves with every status update the controllers write, so right after a change
+  (pods starting) a write may conflict without any other writer; ``operations.*`` re-read and decide
+  again (bounded), which is the intended behaviour for an optimistic lock.
 - ``update_image``: a strategic merge patch of the container image with the ``resourceVersion``
   precondition.
 - ``rollback`` (Deployment), like ``kubectl rollout undo``: the pod template of the ReplicaSet with
