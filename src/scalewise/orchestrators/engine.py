@@ -1,6 +1,6 @@
 """Plain Docker engine adapter: one workload is a replica group of labelled containers.
 
-Only this module and ``swarm.py`` import the ``docker`` SDK. The engine has no service object, so
+Only this module, ``swarm.py`` and ``docker_common.py`` import the ``docker`` SDK. The engine has no service object, so
 scalewise is the controller: it creates, replaces and removes the containers itself, and keeps all
 of its state in container labels so that any new adapter instance (or a scalewise process started
 after another one was killed mid-operation) reads everything back from the engine.
@@ -19,7 +19,7 @@ Replica containers are named ``<workload>-r<revision>-<slot>-<random>`` and carr
 ``scalewise.slot``         replica slot ``1..n`` (scale out fills the lowest free slots)
 ``scalewise.desired``      desired replica count when the container was created
 ``scalewise.revisions``    JSON history ``[{"n", "image", "at", "h"}]``, newest last, capped
-                           at :data:`MAX_REVISIONS` (same format as the Swarm adapter)
+                           at :data:`MAX_REVISIONS` (same format as the Swarm adapter: ``history.py``)
 ``scalewise.healthcheck``  ``true`` when the container has a Docker health check
 =========================  ===========================================================
 
@@ -83,21 +83,13 @@ adapter, a wait that starts after a rollback already finished (here: after ``upd
 :class:`RolloutFailed`) reports ``converged`` while ``state.update_state`` still says
 ``rollback_completed`` until the next scale or update.
 
-Error mapping (kopf-style; only ``TransientError`` is ever retried)
--------------------------------------------------------------------
-==========================================================  =====================================
-What the SDK raised                                         What the adapter raises
-==========================================================  =====================================
-``requests`` ConnectionError / Timeout, ``OSError``         TransientError
-``DockerException`` (e.g. no engine when the client is      TransientError
-created)
-APIError 5xx                                                TransientError
-``ImageNotFound`` / image missing and not pullable          PermanentError (with the message)
-APIError 404 / ``NotFound``                                 NotFoundError
-APIError 409                                                ConflictError
-APIError 401 / 403                                          ForbiddenError (a PermanentError)
-APIError other 4xx                                          PermanentError (server's message)
-==========================================================  =====================================
+Errors
+------
+SDK and transport errors are mapped as the table in :mod:`scalewise.orchestrators.docker_common`
+says (only ``TransientError`` is ever retried), with ``broad_transient``: any SDK or transport failure
+that is not an HTTP answer (``OSError``, ``requests`` errors, a bare ``DockerException``, e.g. no
+engine when the client is created) is a ``TransientError``. An image that is missing and cannot be
+pulled is a ``PermanentError`` with the engine's message.
 """
 
 from __future__ import annotations
@@ -120,11 +112,9 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 
 from scalewise.errors import (
     ConflictError,
-    ForbiddenError,
     NotFoundError,
     PermanentError,
     RolloutFailed,
@@ -132,82 +122,46 @@ from scalewise.errors import (
     TransientError,
 )
 from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.orchestrators import docker_common
 from scalewise.orchestrators.base import ProgressFn
+from scalewise.orchestrators.docker_common import (
+    DEFAULT_TIMEOUT_S,
+    LABEL_MANAGED,
+    LABEL_REVISION,
+    LABEL_REVISIONS,
+    LABEL_ROLE,
+    LABEL_SPEC_HASH,
+    LABEL_WORKLOAD,
+    ROLE_ANCHOR,
+    ROLE_REPLICA,
+)
+from scalewise.orchestrators.docker_common import ns as _ns
+from scalewise.orchestrators.history import MAX_REVISIONS, dump_history, parse_history, rollback_target
 from scalewise.spec import WorkloadSpec
 
-LABEL_WORKLOAD = "scalewise.workload"
-LABEL_MANAGED = "scalewise.managed"
-LABEL_ROLE = "scalewise.role"
-LABEL_REVISION = "scalewise.revision"
 LABEL_IMAGE = "scalewise.image"
-LABEL_SPEC_HASH = "scalewise.spec-hash"
 LABEL_SLOT = "scalewise.slot"
 LABEL_DESIRED = "scalewise.desired"
-LABEL_REVISIONS = "scalewise.revisions"
 LABEL_HEALTHCHECK = "scalewise.healthcheck"
 LABEL_ANCHOR_SEQ = "scalewise.anchor-seq"
 LABEL_UPDATE_STATE = "scalewise.update-state"
 LABEL_UPDATE_MESSAGE = "scalewise.update-message"
-ROLE_REPLICA = "replica"
-ROLE_ANCHOR = "anchor"
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"
 
-MAX_REVISIONS = 20
-DEFAULT_TIMEOUT_S = 30
 LOCK_TIMEOUT_S = 60.0
 POLL_S = 0.25
-NS = 1_000_000_000
 
 
 # --------------------------------------------------------------------------------- error mapping
 
 
-def _is_connection_error(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-            return True
-        if isinstance(exc, ConnectionError | TimeoutError | FileNotFoundError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
 def map_docker_error(exc: BaseException, what: str) -> ScalewiseError:
-    """Translate an SDK/transport exception into the scalewise taxonomy (see the module table)."""
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return TransientError(f"{what}: Docker engine unreachable: {exc}")
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return PermanentError(f"{what}: image not found: {exc.explanation or exc}")
-    if isinstance(exc, docker.errors.APIError):
-        status = exc.status_code or 0
-        message = str(exc.explanation or exc)
-        if status >= 500:
-            return TransientError(f"{what}: Docker engine error {status}: {message}")
-        if status == 404:
-            return NotFoundError(f"{what}: not found: {message}")
-        if status == 409:
-            return ConflictError(f"{what}: conflict: {message}")
-        if status in (401, 403):
-            return ForbiddenError(f"{what}: refused ({status}): {message}")
-        if status:
-            return PermanentError(f"{what}: refused ({status}): {message}")
-        return TransientError(f"{what}: Docker engine error: {message}")
-    if isinstance(exc, docker.errors.DockerException):
-        # The SDK raises a bare DockerException when it cannot even fetch the API version.
-        return TransientError(f"{what}: Docker engine unreachable: {exc}")
-    if isinstance(exc, requests.exceptions.RequestException | OSError) or _is_connection_error(exc):
-        return TransientError(f"{what}: Docker engine unreachable: {exc}")
-    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+    """Translate an SDK/transport exception into the scalewise taxonomy (``broad_transient``)."""
+    return docker_common.map_docker_error(exc, what, broad_transient=True)
 
 
-@contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise map_docker_error(exc, what) from exc
+def _mapped(what: str) -> contextlib.AbstractContextManager[None]:
+    return docker_common.mapped(what, broad_transient=True)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -219,10 +173,6 @@ def _cause(exc: BaseException) -> str:
     if isinstance(cause, docker.errors.APIError):
         return str(cause.explanation or cause)
     return str(cause or exc)
-
-
-def _ns(seconds: float) -> int:
-    return round(seconds * NS)
 
 
 def _int(value: str | None, default: int = 0) -> int:
@@ -243,38 +193,6 @@ def template_hash(spec: WorkloadSpec) -> str:
         "stop_grace_period": spec.stop_grace_period,
     }
     return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _parse_history(raw: str | None) -> list[Revision]:
-    result: list[Revision] = []
-    if not raw:
-        return result
-    try:
-        for entry in json.loads(raw):
-            at = entry.get("at")
-            result.append(
-                Revision(
-                    number=int(entry["n"]),
-                    image=str(entry["image"]),
-                    created_at=datetime.fromisoformat(at) if at else None,
-                    spec_hash=entry.get("h"),
-                )
-            )
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return []
-    return result
-
-
-def _dump_history(history: list[Revision]) -> str:
-    entries = []
-    for rev in history[-MAX_REVISIONS:]:
-        entry: dict[str, Any] = {"n": rev.number, "image": rev.image}
-        if rev.created_at is not None:
-            entry["at"] = rev.created_at.isoformat(timespec="seconds")
-        if rev.spec_hash:
-            entry["h"] = rev.spec_hash
-        entries.append(entry)
-    return json.dumps(entries, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -360,7 +278,7 @@ class _Group:
         anchor = self.anchor
         if anchor is not None:
             labels = anchor.labels
-            history = _parse_history(labels.get(LABEL_REVISIONS))
+            history = parse_history(labels.get(LABEL_REVISIONS))
             revision = anchor.revision
             image = anchor.image
             if not history:
@@ -380,7 +298,7 @@ class _Group:
         revision = min(b.revision for b in self.replicas)
         of_rev = sorted((b for b in self.replicas if b.revision == revision), key=lambda b: b.created)
         newest = of_rev[-1]
-        history = _parse_history(newest.labels.get(LABEL_REVISIONS)) or [Revision(number=revision, image=newest.image)]
+        history = parse_history(newest.labels.get(LABEL_REVISIONS)) or [Revision(number=revision, image=newest.image)]
         history = [r for r in history if r.number <= revision] or history
         return _Record(
             desired=newest.desired,
@@ -590,7 +508,7 @@ class EngineOrchestrator:
             LABEL_REVISION: str(revision),
             LABEL_IMAGE: image,
             LABEL_SPEC_HASH: spec_hash,
-            LABEL_REVISIONS: _dump_history(history),
+            LABEL_REVISIONS: dump_history(history),
         }
         if update_state:
             labels[LABEL_UPDATE_STATE] = update_state
@@ -629,7 +547,7 @@ class EngineOrchestrator:
             LABEL_SPEC_HASH: spec_hash,
             LABEL_SLOT: str(slot),
             LABEL_DESIRED: str(desired),
-            LABEL_REVISIONS: _dump_history(history),
+            LABEL_REVISIONS: dump_history(history),
             LABEL_HEALTHCHECK: "true" if spec.healthcheck is not None else "false",
         }
         healthcheck: dict[str, Any] | None = None
@@ -762,7 +680,7 @@ class EngineOrchestrator:
                 others = [b for b in group.replicas if b.revision != newest_rev]
                 self._remove_many(spec.name, others, spec.stop_grace_period)
                 sample = max(candidates, key=lambda b: b.created)
-                history = _parse_history(sample.labels.get(LABEL_REVISIONS)) or [
+                history = parse_history(sample.labels.get(LABEL_REVISIONS)) or [
                     *rec.history,
                     Revision(number=newest_rev, image=sample.image),
                 ]
@@ -1067,23 +985,7 @@ class EngineOrchestrator:
             self._checked(spec, expected_version)
             self._reconcile(spec)
             rec = self._list(spec.name).record()
-            history = rec.history
-            if to_revision is None:
-                earlier = [r for r in history if r.number < rec.revision]
-                if not earlier:
-                    raise PermanentError(
-                        f"docker workload {spec.name!r}: no earlier revision to roll back to"
-                        f" (known: {', '.join(str(r.number) for r in history)})"
-                    )
-                target = earlier[-1]
-            else:
-                found = [r for r in history if r.number == to_revision]
-                if not found:
-                    known = ", ".join(f"{r.number} ({r.image})" for r in history)
-                    raise PermanentError(
-                        f"docker workload {spec.name!r}: unknown revision {to_revision} (known: {known})"
-                    )
-                target = found[0]
+            target = rollback_target(rec.history, rec.revision, to_revision, f"docker workload {spec.name!r}")
             if target.image == rec.image:
                 return self.read(spec)
             return self._rolling_update(spec.with_image(target.image), target.image, "rollback")
@@ -1104,7 +1006,6 @@ class EngineOrchestrator:
         on_progress: ProgressFn | None = None,
     ) -> ConvergeResult:
         start = time.monotonic()
-        deadline = start + max(0.0, timeout_s)
         outcome = ""
 
         def reconcile(lock_wait_s: float) -> None:
@@ -1114,50 +1015,49 @@ class EngineOrchestrator:
             with contextlib.suppress(ConflictError), workload_lock(spec.name, lock_wait_s):
                 outcome = self._reconcile(spec) or outcome
 
-        reconcile(min(max(0.0, timeout_s), 1.0))
-        while True:
+        def read() -> WorkloadState:
             state = self.read(spec)
             if state.updating:
                 # Two revisions while nobody holds the lock: the updater died; resolve it now.
                 reconcile(0.0)
                 state = self.read(spec)
-            if on_progress is not None:
-                on_progress(state)
-            elapsed = time.monotonic() - start
+            return state
+
+        def settled(state: WorkloadState, elapsed: float) -> ConvergeResult | None:
             steady = (
                 not state.updating
                 and state.desired_replicas == state.ready_replicas == state.updated_replicas
                 and state.running_replicas == state.desired_replicas
             )
-            if steady:
-                if outcome == "rolled_back":
-                    return ConvergeResult(
-                        converged=False,
-                        state=state,
-                        reason="rolled_back",
-                        detail=state.message or "an interrupted update was rolled back",
-                        elapsed_s=elapsed,
-                    )
-                return ConvergeResult(
-                    converged=True,
-                    state=state,
-                    reason="converged",
-                    detail=(state.message or "") if outcome else "",
-                    elapsed_s=elapsed,
-                )
-            now = time.monotonic()
-            if now >= deadline:
+            if not steady:
+                return None
+            if outcome == "rolled_back":
                 return ConvergeResult(
                     converged=False,
                     state=state,
-                    reason="timeout",
-                    detail=(
-                        f"after {timeout_s:g}s: desired {state.desired_replicas}, ready"
-                        f" {state.ready_replicas}, running {state.running_replicas}"
-                    ),
+                    reason="rolled_back",
+                    detail=state.message or "an interrupted update was rolled back",
                     elapsed_s=elapsed,
                 )
-            time.sleep(max(0.0, min(poll_s, deadline - now)))
+            return ConvergeResult(
+                converged=True,
+                state=state,
+                reason="converged",
+                detail=(state.message or "") if outcome else "",
+                elapsed_s=elapsed,
+            )
 
+        reconcile(min(max(0.0, timeout_s), 1.0))
+        return docker_common.poll_converged(
+            read,
+            settled,
+            start=start,
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            on_progress=on_progress,
+            progress=lambda state: (
+                f"desired {state.desired_replicas}, ready {state.ready_replicas}, running {state.running_replicas}"
+            ),
+        )
 
 __all__ = ["MAX_REVISIONS", "EngineOrchestrator", "map_docker_error", "template_hash", "workload_lock"]

@@ -1,6 +1,6 @@
 """Docker Swarm adapter: one workload is one replicated Swarm service of the same name.
 
-Only this module and ``engine.py`` import the ``docker`` SDK.
+Only this module, ``engine.py`` and ``docker_common.py`` import the ``docker`` SDK.
 
 Writes
 ------
@@ -11,23 +11,10 @@ and carries the observed ``Version.Index``. The ``version`` token of :class:`Wor
 it raises :class:`ConflictError` without writing; if another writer slips in between that read and
 the write, dockerd answers "update out of sequence", which maps to :class:`ConflictError` too.
 
-Error mapping (kopf-style; only ``TransientError`` is ever retried)
--------------------------------------------------------------------
-==========================================================  =====================================
-What the SDK raised                                         What the adapter raises
-==========================================================  =====================================
-``requests`` ConnectionError / Timeout (connect or read)    TransientError
-``DockerException`` wrapping a connection error             TransientError
-(e.g. the engine cannot be reached when the client is
-created)
-APIError 5xx whose message says "update out of sequence"    ConflictError
-APIError 5xx (anything else)                                TransientError
-APIError 404 / ``NotFound``                                 NotFoundError
-``ImageNotFound``                                           PermanentError
-APIError 409                                                ConflictError
-APIError 401 / 403                                          ForbiddenError (a PermanentError)
-APIError other 4xx                                          PermanentError (server's message)
-==========================================================  =====================================
+Errors
+------
+SDK and transport errors are mapped as the table in :mod:`scalewise.orchestrators.docker_common`
+says (only ``TransientError`` is ever retried); "update out of sequence" is a :class:`ConflictError`.
 
 State
 -----
@@ -78,92 +65,38 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import docker
-import docker.errors
-import requests.exceptions
 
-from scalewise.errors import (
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    PermanentError,
-    TransientError,
-)
+from scalewise.errors import ConflictError, NotFoundError, PermanentError
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
+from scalewise.orchestrators.docker_common import (
+    DEFAULT_TIMEOUT_S,
+    LABEL_MANAGED,
+    LABEL_REVISION,
+    LABEL_REVISIONS,
+    LABEL_SPEC_HASH,
+    LABEL_WORKLOAD,
+    map_docker_error,
+    poll_converged,
+)
+from scalewise.orchestrators.docker_common import mapped as _mapped
+from scalewise.orchestrators.docker_common import ns as _ns
+from scalewise.orchestrators.history import (
+    MAX_REVISIONS,
+    append_revision,
+    dump_history,
+    parse_history,
+    rollback_target,
+)
 from scalewise.spec import UpdateStrategy, WorkloadSpec
-
-LABEL_WORKLOAD = "scalewise.workload"
-LABEL_MANAGED = "scalewise.managed"
-LABEL_REVISIONS = "scalewise.revisions"
-LABEL_REVISION = "scalewise.revision"
-LABEL_SPEC_HASH = "scalewise.spec-hash"
-MAX_REVISIONS = 20
-DEFAULT_TIMEOUT_S = 30
-NS = 1_000_000_000
 
 _UPDATING_STATES = frozenset({"updating", "rollback_started"})
 _T = TypeVar("_T")
-
-
-def _ns(seconds: float) -> int:
-    return round(seconds * NS)
-
-
-def _is_connection_error(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-            return True
-        if isinstance(exc, ConnectionError | TimeoutError | FileNotFoundError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-def map_docker_error(exc: BaseException, what: str) -> Exception:
-    """Translate an SDK/transport exception into the scalewise taxonomy (see the module table)."""
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return TransientError(f"{what}: Docker engine unreachable: {exc}")
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return PermanentError(f"{what}: image not found: {exc.explanation or exc}")
-    if isinstance(exc, docker.errors.APIError):
-        status = exc.status_code or 0
-        message = str(exc.explanation or exc)
-        if "out of sequence" in message:
-            return ConflictError(f"{what}: the service changed since it was read ({message})")
-        if status >= 500:
-            return TransientError(f"{what}: Docker engine error {status}: {message}")
-        if status == 404:
-            return NotFoundError(f"{what}: not found: {message}")
-        if status == 409:
-            return ConflictError(f"{what}: conflict: {message}")
-        if status in (401, 403):
-            return ForbiddenError(f"{what}: refused ({status}): {message}")
-        if status:
-            return PermanentError(f"{what}: refused ({status}): {message}")
-        return TransientError(f"{what}: Docker engine error: {message}")
-    if isinstance(exc, docker.errors.DockerException):
-        if _is_connection_error(exc.__cause__ or exc.__context__) or "Connection" in str(exc):
-            return TransientError(f"{what}: Docker engine unreachable: {exc}")
-        return PermanentError(f"{what}: {exc}")
-    if _is_connection_error(exc):
-        return TransientError(f"{what}: Docker engine unreachable: {exc}")
-    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-@contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise map_docker_error(exc, what) from exc
 
 
 def _update_config(update: UpdateStrategy, rollback: bool) -> dict[str, Any]:
@@ -182,38 +115,8 @@ def _update_config(update: UpdateStrategy, rollback: bool) -> dict[str, Any]:
 
 
 def _parse_history(labels: dict[str, str], image: str) -> list[Revision]:
-    raw = labels.get(LABEL_REVISIONS)
-    result: list[Revision] = []
-    if raw:
-        try:
-            entries = json.loads(raw)
-            for entry in entries:
-                at = entry.get("at")
-                result.append(
-                    Revision(
-                        number=int(entry["n"]),
-                        image=str(entry["image"]),
-                        created_at=datetime.fromisoformat(at) if at else None,
-                        spec_hash=entry.get("h"),
-                    )
-                )
-        except (ValueError, TypeError, KeyError, AttributeError):
-            result = []
-    if not result:
-        result = [Revision(number=1, image=image)]
-    return result
-
-
-def _dump_history(history: list[Revision]) -> str:
-    entries = []
-    for rev in history[-MAX_REVISIONS:]:
-        entry: dict[str, Any] = {"n": rev.number, "image": rev.image}
-        if rev.created_at is not None:
-            entry["at"] = rev.created_at.isoformat(timespec="seconds")
-        if rev.spec_hash:
-            entry["h"] = rev.spec_hash
-        entries.append(entry)
-    return json.dumps(entries, separators=(",", ":"))
+    # A service scalewise did not create (or whose labels were edited) starts at revision 1.
+    return parse_history(labels.get(LABEL_REVISIONS)) or [Revision(number=1, image=image)]
 
 
 def _current_revision(labels: dict[str, str], history: list[Revision]) -> int:
@@ -416,12 +319,9 @@ class SwarmOrchestrator:
         self, labels: dict[str, str], current_image: str, new_image: str, spec_hash: str | None
     ) -> tuple[dict[str, str], int]:
         history = _parse_history(labels, current_image)
-        number = max(r.number for r in history) + 1
-        history.append(
-            Revision(number=number, image=new_image, created_at=datetime.now(UTC), spec_hash=spec_hash)
-        )
+        number = append_revision(history, new_image, spec_hash)
         out = dict(labels)
-        out[LABEL_REVISIONS] = _dump_history(history)
+        out[LABEL_REVISIONS] = dump_history(history)
         out[LABEL_REVISION] = str(number)
         return out, number
 
@@ -452,7 +352,7 @@ class SwarmOrchestrator:
             new_labels, _ = self._labels_with_revision(new_labels, current_image, spec.image, spec_hash)
         elif LABEL_REVISIONS not in new_labels:
             history = _parse_history(new_labels, current_image)
-            new_labels[LABEL_REVISIONS] = _dump_history(history)
+            new_labels[LABEL_REVISIONS] = dump_history(history)
             new_labels[LABEL_REVISION] = str(history[-1].number)
         new_template = dict(template)
         new_template["ContainerSpec"] = rendered["ContainerSpec"]
@@ -474,7 +374,7 @@ class SwarmOrchestrator:
         labels = {
             **rendered["Labels"],
             LABEL_SPEC_HASH: spec_hash,
-            LABEL_REVISIONS: _dump_history(history),
+            LABEL_REVISIONS: dump_history(history),
             LABEL_REVISION: "1",
         }
         template = {"ContainerSpec": rendered["ContainerSpec"], "RestartPolicy": rendered["RestartPolicy"]}
@@ -537,23 +437,8 @@ class SwarmOrchestrator:
         labels: dict[str, str] = svc_spec.get("Labels") or {}
         current_image = str(svc_spec["TaskTemplate"]["ContainerSpec"].get("Image", "")).split("@", 1)[0]
         history = _parse_history(labels, current_image)
-        if to_revision is None:
-            current = _current_revision(labels, history)
-            earlier = [r for r in history if r.number < current]
-            if not earlier:
-                raise PermanentError(
-                    f"swarm service {spec.name!r}: no earlier revision to roll back to"
-                    f" (known: {', '.join(str(r.number) for r in history)})"
-                )
-            target = earlier[-1]
-        else:
-            found = [r for r in history if r.number == to_revision]
-            if not found:
-                known = ", ".join(f"{r.number} ({r.image})" for r in history)
-                raise PermanentError(
-                    f"swarm service {spec.name!r}: unknown revision {to_revision} (known: {known})"
-                )
-            target = found[0]
+        current = _current_revision(labels, history)
+        target = rollback_target(history, current, to_revision, f"swarm service {spec.name!r}")
         if target.image == current_image:
             return self._state(spec.name, service)
         return self._set_image(spec, service, index, target.image)
@@ -577,11 +462,9 @@ class SwarmOrchestrator:
         start = time.monotonic()
         deadline = start + max(0.0, timeout_s)
         saw_rollout = False
-        while True:
-            state = self.read(spec)
-            if on_progress is not None:
-                on_progress(state)
-            elapsed = time.monotonic() - start
+
+        def settled(state: WorkloadState, elapsed: float) -> ConvergeResult | None:
+            nonlocal saw_rollout
             steady = (
                 state.desired_replicas == state.ready_replicas == state.updated_replicas
                 and state.running_replicas == state.desired_replicas
@@ -618,20 +501,19 @@ class SwarmOrchestrator:
                 )
             elif steady and not state.updating:
                 return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
-            now = time.monotonic()
-            if now >= deadline:
-                return ConvergeResult(
-                    converged=False,
-                    state=state,
-                    reason="timeout",
-                    detail=(
-                        f"after {timeout_s:g}s: desired {state.desired_replicas}, ready"
-                        f" {state.ready_replicas}, updated {state.updated_replicas}"
-                        f" (update state {state.update_state})"
-                    ),
-                    elapsed_s=elapsed,
-                )
-            time.sleep(max(0.0, min(poll_s, deadline - now)))
+            return None
 
+        return poll_converged(
+            lambda: self.read(spec),
+            settled,
+            start=start,
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            on_progress=on_progress,
+            progress=lambda state: (
+                f"desired {state.desired_replicas}, ready {state.ready_replicas},"
+                f" updated {state.updated_replicas} (update state {state.update_state})"
+            ),
+        )
 
 __all__ = ["MAX_REVISIONS", "SwarmOrchestrator", "map_docker_error"]
