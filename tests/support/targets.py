@@ -1,15 +1,18 @@
 """The harness every target fixture (``swarm_target``, ``docker_target``, ``kubernetes_target``) yields.
 
 A harness owns an adapter and a spec factory for its target; ``cleanup`` removes every workload the
-factory named (the fixture calls it in its finalizer, tests may call it early).
+factory named (the fixture calls it in its finalizer, tests may call it early). The helpers below
+(:func:`make_cleanup`, :func:`serve`, :func:`docker_exec_fetch`) are what the target fixtures share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from scalewise.errors import ScalewiseError
 from scalewise.orchestrators.base import Orchestrator
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, unique_name
@@ -74,3 +77,50 @@ def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Call
         return spec
 
     return make_spec
+
+
+def make_cleanup(
+    orchestrator: Orchestrator, created: list[WorkloadSpec], after_remove: Callable[[str], None] | None = None
+) -> Callable[[], None]:
+    """``cleanup()``: remove every created workload (newest first), then call ``after_remove(name)``;
+    raises AssertionError naming the workloads the adapter failed to remove."""
+
+    def cleanup() -> None:
+        errors: list[str] = []
+        while created:
+            spec = created.pop()
+            try:
+                orchestrator.remove(spec)
+            except ScalewiseError as exc:
+                errors.append(f"{spec.name}: {exc}")
+            if after_remove is not None:
+                after_remove(spec.name)
+        if errors:
+            raise AssertionError("cleanup failed: " + "; ".join(errors))
+
+    return cleanup
+
+
+def serve(harness: TargetHarness) -> Iterator[TargetHarness]:
+    """Body of a target fixture: yield ``harness``, then clean up and close the adapter."""
+    try:
+        yield harness
+    finally:
+        try:
+            harness.cleanup()
+        finally:
+            harness.orchestrator.close()
+
+
+def docker_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI (output captured as text)."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def docker_exec_fetch(container_ids: Iterable[str]) -> list[str]:
+    """The page each container serves on 127.0.0.1:8080 (``docker exec ... wget``), or ``<error rc>``."""
+    texts: list[str] = []
+    for cid in container_ids:
+        proc = docker_cli("exec", cid, "wget", "-q", "-O", "-", "http://127.0.0.1:8080/", timeout=20)
+        texts.append(proc.stdout.strip() if proc.returncode == 0 else f"<error {proc.returncode}>")
+    return texts
