@@ -259,3 +259,18 @@ def test_worker_manifest_is_valid_and_uses_the_service_account(
     path.write_text(json.dumps(worker))
     out = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(path), check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_rejected_token_is_a_clear_forbidden_error(
+    kube_cluster: ControlPlane, sa_namespace: str, tmp_path: Path
+) -> None:
+    cfg = json.loads(kube_cluster.kubeconfig.read_text())
+    cfg["users"][0]["user"]["token"] = "not-a-valid-token"
+    path = tmp_path / "bad-kubeconfig"
+    path.write_text(json.dumps(cfg))
+    orch = KubernetesOrchestrator.from_kubeconfig(path)
+    try:
+        with pytest.raises(ForbiddenError, match=f"unauthorized: .*cannot get deployments in namespace {sa_namespace}"):
+            orch.read(make_spec(sa_namespace))
+    finally:
+        orch.close()

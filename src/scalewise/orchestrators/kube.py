@@ -60,8 +60,10 @@ ProtocolError, Read/ConnectTimeoutError), ``OSError``
 ``ApiException`` 5xx, 429 (throttled), 410 (Gone)           TransientError
 ``ApiException`` 404                                        NotFoundError
 ``ApiException`` 409 (stale resourceVersion, exists)        ConflictError
-``ApiException`` 401 / 403                                  ForbiddenError: "forbidden: cannot
+``ApiException`` 403                                       ForbiddenError: "forbidden: cannot
                                                             <verb> <resource> in namespace <ns>"
+                                                            (the verb the authorizer denied)
+``ApiException`` 401 (token rejected/expired)               ForbiddenError: "unauthorized: ..."
 ``ApiException`` 400 / 422 / other 4xx                      PermanentError (server's message)
 ==========================================================  =====================================
 
@@ -179,6 +181,11 @@ def map_api_error(exc: BaseException, verb: str, resource: str, namespace: str, 
             if denied:
                 verb, resource = denied.group(1), denied.group(2)
                 namespace = denied.group(3) or namespace
+            if status == 401:
+                return ForbiddenError(
+                    f"unauthorized: the apiserver rejected the credentials; cannot {verb} {resource}"
+                    f" in namespace {namespace} ({message})"
+                )
             return ForbiddenError(f"forbidden: cannot {verb} {resource} in namespace {namespace} ({status}: {message})")
         return PermanentError(f"{what}: refused ({status}): {message}")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
