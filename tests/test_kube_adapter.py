@@ -282,7 +282,10 @@ def test_hpa_owner_is_not_fought_unless_allowed(
 def test_apiserver_restart_mid_rollout_is_survived(
     kubernetes_target: TargetHarness, orch: KubernetesOrchestrator, kube_cluster: ControlPlane
 ) -> None:
-    spec = deploy(kubernetes_target, replicas=2)
+    # A roomy progress deadline: this test is about the outage, not about deadlines.
+    spec = variant(kubernetes_target, kubernetes_target.make_spec(replicas=2), progress_deadline=120)
+    orch.apply(spec)
+    converge(orch, spec)
     ns = spec.kubernetes.namespace
     # Pause the Deployment so the rollout cannot finish before the restart (resumed afterwards).
     kube_cluster.kubectl("rollout", "pause", "deployment", spec.name, "-n", ns)
