@@ -82,7 +82,9 @@ def run_action(
         if dry_run:
             body(spec, record)
         else:
+            t_lock = time.monotonic()
             with workload_lock(spec.name):
+                timed(record, "lock_s", t_lock)
                 body(spec, record)
     except Exception as exc:
         record.outcome = "rolled_back" if isinstance(exc, RolloutFailed) else "failed"
