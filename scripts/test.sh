@@ -10,7 +10,11 @@ bash scripts/install-python.sh
 bash scripts/start-docker.sh
 if [ -x scripts/k8s/build.sh ] || [ -f scripts/k8s/build.sh ]; then bash scripts/k8s/build.sh; fi
 echo "setup took $((SECONDS - t0))s"
-.venv/bin/ruff check .
-.venv/bin/mypy
-.venv/bin/lint-imports
-exec .venv/bin/python -m pytest "$@"
+# Every check runs, so one report shows everything; the exit status is non-zero if any failed.
+status=0
+.venv/bin/ruff check . || status=1
+.venv/bin/mypy || status=1
+.venv/bin/lint-imports || status=1
+.venv/bin/python -m pytest "$@" || status=$?
+echo "checks and tests took $((SECONDS - t0))s in all"
+exit "$status"

@@ -27,7 +27,8 @@ def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             ensure_lock("restart")
-            lease = 60.0  # the server minimum; renewed every 45 s: the first renewal after the restart must find the lease
+            # 60 s is the server minimum; renewed every 45 s: the first renewal after the restart must find it
+            lease = 60.0
             with concurrency(lock_name("restart"), occupy=1, strict=True, timeout_seconds=10, lease_duration=lease):
                 taken = time.monotonic()
                 time.sleep(1.0)  # the renewal thread's first renewal happens right after acquiring
