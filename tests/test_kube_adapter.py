@@ -159,6 +159,39 @@ def test_stale_scale_conflicts_and_operations_scale_re_decides(
     assert converge(orch, spec).ready_replicas == 5
 
 
+class RacingPatch(KubernetesOrchestrator):
+    """Another writer touches the Deployment right before our first patch goes out."""
+
+    def __init__(self, base: KubernetesOrchestrator, kube_cluster: ControlPlane) -> None:
+        super().__init__(base.api_client)
+        self.kube_cluster = kube_cluster
+        self.raced = 0
+
+    def _patch(self, spec: WorkloadSpec, body: dict[str, Any], content_type: str) -> dict[str, Any]:
+        if not self.raced:
+            self.raced += 1
+            self.kube_cluster.kubectl(
+                "annotate", "deployment", spec.name, "-n", spec.kubernetes.namespace, "example.com/touched=yes"
+            )
+        return super()._patch(spec, body, content_type)
+
+
+def test_rollback_without_a_pinned_version_re_reads_on_409(
+    kubernetes_target: TargetHarness, orch: KubernetesOrchestrator, kube_cluster: ControlPlane
+) -> None:
+    spec = deploy(kubernetes_target, replicas=1)
+    orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
+    on_v2 = converge(orch, spec)
+    pinned = RacingPatch(orch, kube_cluster)
+    with pytest.raises(ConflictError):
+        pinned.rollback(spec, expected_version=on_v2.version)
+    assert orch.read(spec).image == IMAGE_V2
+    unpinned = RacingPatch(orch, kube_cluster)
+    state = unpinned.rollback(spec)
+    assert unpinned.raced == 1 and state.image == IMAGE_V1
+    assert converge(orch, spec).image == IMAGE_V1
+
+
 def test_concurrent_scale_outs_are_not_lost(kubernetes_target: TargetHarness, orch: KubernetesOrchestrator) -> None:
     spec = deploy(kubernetes_target, replicas=1)
     barrier = threading.Barrier(2)

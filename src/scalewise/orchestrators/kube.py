@@ -33,8 +33,10 @@ Writes
   ``deployment.kubernetes.io/revision-history`` lists it) is put back on the Deployment minus the
   ``pod-template-hash`` label (a JSON merge patch that also removes keys the old template lacks,
   with the ``resourceVersion`` precondition). The deployment controller then reuses that ReplicaSet
-  and gives it the next revision number. StatefulSets: the StatefulSet controller renumbers reused
-  ControllerRevisions and keeps no history of old numbers, so the adapter keeps its own history in
+  and gives it the next revision number. Called without ``expected_version``, a 409 on that write
+  (a controller's status update in between) re-reads and decides again, at most 3 times.
+  StatefulSets: the StatefulSet controller renumbers reused ControllerRevisions and keeps no
+  history of old numbers, so the adapter keeps its own history in
   two annotations (``scalewise.io/revisions``, ``scalewise.io/revision``), written in the same
   versioned patch as the image change, and a rollback restores that revision's image.
 - ``remove``: delete with ``propagationPolicy=Background`` (the object is gone at once; the garbage
@@ -751,6 +753,20 @@ class KubernetesOrchestrator:
     def rollback(
         self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
     ) -> WorkloadState:
+        if expected_version is not None:
+            return self._rollback(spec, to_revision, expected_version)
+        # No version pinned by the caller: the write still carries the resourceVersion just read, and
+        # a 409 (typically a controller's status update in between) means read and decide again.
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._rollback(spec, to_revision, None)
+            except ConflictError:
+                if attempt >= APPLY_ATTEMPTS:
+                    raise
+
+    def _rollback(self, spec: WorkloadSpec, to_revision: int | None, expected_version: str | None) -> WorkloadState:
         obj = self._checked(spec, expected_version)
         what = f"kubernetes {self._kind(spec)} {spec.kubernetes.namespace}/{spec.name}"
         current_image = _first_image(_get(obj, "spec", "template", default={}))
