@@ -207,3 +207,55 @@ def test_the_served_interval_schedule_runs_the_autoscaler(
         assert replicas(workload) == 4
     finally:
         srv.stop()
+
+
+def test_watcher_edges_rearm_repeat_and_explicit_rules(
+    prom_env: PromEnv, workloads_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scalewise.watcher import parse_rule
+
+    name = unique_name("wt")
+    monkeypatch.setenv("SCALEWISE_PROMETHEUS_URL", prom_env.url)
+    (workloads_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec_doc(name)))
+    count = {"n": 2}
+    events: list[Crossing] = []
+    watcher = Watcher(
+        lambda: load_workloads(workloads_dir), events.append, workloads=[name], replicas=lambda _s: count["n"],
+        rules=[parse_rule(f"{name}:load>100")], repeat_s=3.0,
+    )
+
+    def fired() -> list[tuple[str, bool]]:
+        return [(c.direction, c.explicit) for c in watcher.tick()]
+
+    try:
+        set_load(prom_env, name, 20.0)  # 10 per replica: on target
+        assert fired() == []
+        set_load(prom_env, name, 30.0)  # 15 per replica > 11
+        assert fired() == [("up", False)]
+        assert fired() == []  # edge-triggered
+        count["n"] = 3  # scaled: 10 per replica, back inside the band -> re-armed
+        assert fired() == []
+        count["n"] = 2
+        assert fired() == [("up", False)]
+        time.sleep(3.2)
+        assert fired() == [("up", False)]  # still above after repeat_s: fires again
+        set_load(prom_env, name, 4.0)  # 2 per replica < 9, and above min: scale-in candidate
+        assert fired() == [("down", False)]
+        count["n"] = 1  # at min: a scale-in is impossible, nothing to report
+        assert fired() == []
+        count["n"] = 2
+        set_load(prom_env, name, 250.0)  # derived up and the explicit rule (125 > 100)
+        assert sorted(fired()) == [("up", False), ("up", True)]
+        c = events[-1]
+        assert c.payload()["observed_at"] == c.observed_at.isoformat()
+        assert c.resource() == {"prefect.resource.id": f"scalewise.workload.{name}", "prefect.resource.name": name}
+        # a failed read never fires (and never raises)
+        monkeypatch.setenv("SCALEWISE_PROMETHEUS_URL", "http://127.0.0.1:9")
+        autoscaler.reset_sources()
+        count["n"] = 3
+        assert fired() == []
+    finally:
+        prom_env.exporter.remove(name)
+        autoscaler.reset_sources()
+    with pytest.raises(ValueError, match="WORKLOAD:METRIC"):
+        parse_rule("web load > 3")

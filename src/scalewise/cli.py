@@ -462,10 +462,14 @@ def autoscaler_loop(
     max_age: Annotated[float, typer.Option(help="Refuse to act on an observation older than this (s)")] = 60.0,
     max_ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (default: until Ctrl-C)")] = None,
 ) -> None:
-    """The fast path: evaluate and scale in this process every --interval (one autoscale flow run per
-    tick, no process spawned), with the same tasks, lock, audit and saved state as the deployment."""
+    """The fast path: evaluate every --interval in this process (no run or process per tick); a decision
+    that changes replicas runs the autoscale flow in process (same tasks, lock, audit, saved state)."""
+    import logging
+
     from flows.autoscale import run_loop
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     every = _seconds(interval, "--interval")
     with prefect_api() as url:
         _serve_metrics(metrics_port)
