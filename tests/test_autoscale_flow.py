@@ -133,7 +133,7 @@ def test_scale_out_then_scale_in_only_after_the_stabilization_window(env: Env) -
         time.sleep(0.5)
     assert down is not None, "never scaled in"
     assert held and all(h.reason == "stabilized_down" for h in held)
-    assert all((h.at - high_at).total_seconds() < DOWN_WINDOW for h in held if h.at)  # type: ignore[operator]
+    assert all((h.at - high_at).total_seconds() < DOWN_WINDOW for h in held if h.at)
     assert down.at is not None and (down.at - high_at).total_seconds() >= DOWN_WINDOW
     assert (down.current, down.desired) == (4, 1)
     assert env.replicas() == 1
