@@ -40,23 +40,6 @@ from tests.support.kube import ControlPlane
 
 IMAGE_V1 = "scalewise/busybox:1"
 IMAGE_V2 = "scalewise/busybox:2"
-LEASE_FLAG = "--node-lease-duration-seconds=40"
-
-
-class LeasedControlPlane(ControlPlane):
-    """The test control plane with KWOK node leases on.
-
-    Without a lease KWOK only refreshes a node's status heartbeat every 10-20 minutes, so ~50s after
-    start the node-lifecycle controller sees every node NotReady and marks every pod on them
-    NotReady for good (KWOK's stages only make *Pending* pods ready). With leases the nodes stay
-    Ready. Harmless if tests/support/kube.py passes the flag itself.
-    """
-
-    def _add(self, name: str, argv: list[str]) -> None:
-        if name == "kwok" and not any(a.startswith("--node-lease-duration-seconds") for a in argv):
-            argv = [*argv, LEASE_FLAG]
-        super()._add(name, argv)
-
 
 def make_spec(name: str, namespace: str, replicas: int, max_replicas: int) -> WorkloadSpec:
     return WorkloadSpec.model_validate(
@@ -141,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"params": vars(args)}
     t = time.monotonic()
-    cp = LeasedControlPlane(nodes=args.nodes, startup_timeout=600)
+    cp = ControlPlane(nodes=args.nodes, startup_timeout=600)
     with cp:
         result["control_plane_start_s"] = round(time.monotonic() - t, 2)
         ns = cp.new_namespace("bench")

@@ -431,6 +431,9 @@ class ControlPlane:
                 f"--config={STAGES_FILE}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                # Node leases keep the fake nodes' heartbeats fresh; without them the controller-manager
+                # marks every node NotReady ~50 s after start and the pods never become Ready again.
+                "--node-lease-duration-seconds=40",
                 "--node-ip=10.255.0.1",
                 "--cidr=10.0.0.0/16",
             ],
