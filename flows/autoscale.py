@@ -240,6 +240,18 @@ def _one(
     return result, error
 
 
+def _scheduled_at() -> datetime | None:
+    """For a run created by a schedule, its scheduled time: a late run (e.g. created while no runner
+    was up) is then refused like any stale observation, instead of acting long after it was due."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx else None
+    if run is None or not run.auto_scheduled or run.expected_start_time is None:
+        return None
+    return run.expected_start_time
+
+
 @flow(name="autoscale", flow_run_name=_run_name, validate_parameters=True)
 def autoscale(
     workloads: Workloads = None,
@@ -264,6 +276,8 @@ def autoscale(
         timeout_s: Bounded wait, seconds.
     """
     logger = get_run_logger()
+    if observed_at is None:
+        observed_at = _scheduled_at()  # a scheduled run observes at its scheduled time
     specs = load_workloads(workloads_path())
     chosen, skipped = autoscaler.select(specs, workloads)
     results: list[Result] = [Result(workload=s.workload, outcome="skipped", reason=s.why) for s in skipped]
