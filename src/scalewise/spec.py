@@ -214,7 +214,7 @@ def _format_loc(loc: Iterable[Any]) -> str:
             parts.append(f"[{item}]")
         else:
             parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(document)"
+    return "".join(parts)
 
 
 def _msg(error: Any) -> str:

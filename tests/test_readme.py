@@ -1,0 +1,28 @@
+"""The README's spec examples are valid specs (the README stays true)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from scalewise.spec import parse_workload
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+BLOCKS = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", README, re.S)]
+
+
+def test_workload_example_is_valid() -> None:
+    example = next(b for b in BLOCKS if isinstance(b, dict) and "target" in b)
+    spec = parse_workload(example, "README.md")
+    assert spec.name == "web" and spec.update.timeout == 90
+
+
+def test_autoscaling_example_is_valid() -> None:
+    example = next(b for b in BLOCKS if isinstance(b, dict) and set(b) == {"autoscaling"})
+    spec = parse_workload(
+        {"name": "web", "target": "swarm", "image": "scalewise/busybox:1", **example}, "README.md"
+    )
+    assert spec.autoscaling is not None
+    assert [m.name for m in spec.autoscaling.metrics] == ["rps", "cpu"]
