@@ -33,18 +33,18 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.common import require_state, run_action, snapshot, timed
+from flows.common import require_state, run_action, snapshot
 from flows.params import ObservedAt, Reason, Timeout, WorkloadName
+from flows.scaling import apply_and_wait
 from scalewise import autoscaler, selfmetrics
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.autoscaler import AutoscaleError, Evaluation, Result
-from scalewise.errors import ConvergenceTimeout
 from scalewise.metrics.base import MetricReading
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
 from tasks.policy_state import load_state, save_state
-from tasks.workload import apply_scale, read_state, wait_until_ready
+from tasks.workload import read_state
 
 Workloads = Annotated[
     list[WorkloadName] | None,
@@ -97,26 +97,10 @@ def _act_body(
             record.outcome = "noop"
             record.plan.append("re-decided under the lock: no change")
             return
-        t0 = time.monotonic()
-        out = apply_scale(spec, "absolute", decision.desired)
-        timed(record, "write_s", t0)
-        final.applied = True
-        record.before, record.after = snapshot(out.before), snapshot(out.after)
-        record.plan.extend(out.plan)
-        if out.conflicts:
-            record.plan.append(f"re-decided after {out.conflicts} stale write(s)")
-        if not out.changed:
-            record.outcome = "noop"
-        if wait:
-            t1 = time.monotonic()
-            result = wait_until_ready(spec, timeout_s)
-            timed(record, "wait_s", t1)
-            record.after = snapshot(result.state)
-            if not result.converged:
-                raise ConvergenceTimeout(
-                    f"{spec.name} did not reach {result.state.desired_replicas} ready replicas in "
-                    f"{timeout_s:.0f}s ({result.reason}: {result.detail})"
-                )
+        def written() -> None:
+            final.applied = True
+
+        apply_and_wait(spec, record, "absolute", decision.desired, wait, timeout_s, on_written=written)
 
     return body
 

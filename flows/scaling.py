@@ -1,16 +1,54 @@
-"""The body shared by scale, scale-out and scale-in (one absolute write, bounded wait)."""
+"""The body shared by scale, scale-out, scale-in and autoscale (one absolute write, bounded wait)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from flows.common import Body, require_state, snapshot, timed
 from scalewise.audit import ActionRecord, Snapshot
 from scalewise.errors import ConvergenceTimeout
-from scalewise.operations import plan_for
+from scalewise.operations import WriteOutcome, plan_for
 from scalewise.policy.manual import ScaleMode
 from scalewise.spec import WorkloadSpec
 from tasks.workload import apply_scale, wait_until_ready
+
+
+def apply_and_wait(
+    spec: WorkloadSpec,
+    record: ActionRecord,
+    mode: ScaleMode,
+    amount: int,
+    wait: bool,
+    timeout_s: float,
+    on_written: Callable[[], None] | None = None,
+) -> WriteOutcome:
+    """The write (absolute, re-decided on stale versions) and the bounded wait, recorded on ``record``.
+
+    ``on_written`` runs once the write is accepted, before waiting.
+    """
+    t0 = time.monotonic()
+    out = apply_scale(spec, mode, amount)
+    timed(record, "write_s", t0)
+    if on_written is not None:
+        on_written()
+    record.before, record.after = snapshot(out.before), snapshot(out.after)
+    record.plan.extend(out.plan)
+    if out.conflicts:
+        record.plan.append(f"re-decided after {out.conflicts} stale write(s)")
+    if not out.changed:
+        record.outcome = "noop"
+    if wait:
+        t1 = time.monotonic()
+        result = wait_until_ready(spec, timeout_s)
+        timed(record, "wait_s", t1)
+        record.after = snapshot(result.state)
+        if not result.converged:
+            raise ConvergenceTimeout(
+                f"{spec.name} did not reach {result.state.desired_replicas} ready replicas in "
+                f"{timeout_s:.0f}s ({result.reason}: {result.detail})"
+            )
+    return out
 
 
 def scale_body(mode: ScaleMode, amount: int, wait: bool, timeout_s: float) -> Body:
@@ -23,24 +61,7 @@ def scale_body(mode: ScaleMode, amount: int, wait: bool, timeout_s: float) -> Bo
             record.plan = [f"would set replicas {plan.current} -> {plan.target} ({plan.reason_code})"]
             record.after = Snapshot(replicas=plan.target, image=state.image, revision=state.revision)
             return
-        t0 = time.monotonic()
-        out = apply_scale(spec, mode, amount)
-        timed(record, "write_s", t0)
-        record.before, record.after = snapshot(out.before), snapshot(out.after)
-        record.reason_code, record.plan = out.reason_code, out.plan
-        if out.conflicts:
-            record.plan.append(f"re-decided after {out.conflicts} stale write(s)")
-        if not out.changed:
-            record.outcome = "noop"
-        if wait:
-            t1 = time.monotonic()
-            result = wait_until_ready(spec, timeout_s)
-            timed(record, "wait_s", t1)
-            record.after = snapshot(result.state)
-            if not result.converged:
-                raise ConvergenceTimeout(
-                    f"{spec.name} did not reach {result.state.desired_replicas} ready replicas in "
-                    f"{timeout_s:.0f}s ({result.reason}: {result.detail})"
-                )
+        out = apply_and_wait(spec, record, mode, amount, wait, timeout_s)
+        record.reason_code = out.reason_code
 
     return body
