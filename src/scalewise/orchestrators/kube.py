@@ -123,6 +123,7 @@ from scalewise.errors import (
 )
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
+from scalewise.orchestrators.history import dump_history, parse_history
 from scalewise.spec import WorkloadSpec
 
 FIELD_MANAGER = "scalewise"
@@ -136,7 +137,6 @@ ANN_SW_REVISION = "scalewise.io/revision"
 ANN_SW_REVISIONS = "scalewise.io/revisions"
 KEDA_LABEL = "scaledobject.keda.sh/name"
 REVISION_HISTORY_LIMIT = 10
-MAX_REVISIONS = 20
 DEFAULT_TIMEOUT_S = 30.0
 APPLY_ATTEMPTS = 3
 
@@ -255,32 +255,11 @@ def merge_patch(current: Any, target: Any) -> Any:
 
 
 def _parse_history(annotations: dict[str, str], image: str) -> list[Revision]:
-    raw = annotations.get(ANN_SW_REVISIONS)
-    result: list[Revision] = []
-    if raw:
-        try:
-            for entry in json.loads(raw):
-                at = entry.get("at")
-                result.append(
-                    Revision(
-                        number=int(entry["n"]),
-                        image=str(entry["image"]),
-                        created_at=datetime.fromisoformat(at) if at else None,
-                    )
-                )
-        except (ValueError, TypeError, KeyError, AttributeError):
-            result = []
-    return result or [Revision(number=1, image=image)]
+    return parse_history(annotations.get(ANN_SW_REVISIONS)) or [Revision(number=1, image=image)]
 
 
 def _dump_history(history: list[Revision]) -> str:
-    entries = []
-    for rev in history[-MAX_REVISIONS:]:
-        entry: dict[str, Any] = {"n": rev.number, "image": rev.image}
-        if rev.created_at is not None:
-            entry["at"] = rev.created_at.isoformat(timespec="seconds")
-        entries.append(entry)
-    return json.dumps(entries, separators=(",", ":"))
+    return dump_history(history)
 
 
 class KubernetesOrchestrator:
