@@ -925,19 +925,7 @@ class EngineOrchestrator:
             group = self._list(spec.name)
             rec = group.record()
             if replicas is not None and replicas != rec.desired:
-                self._new_anchor(
-                    spec,
-                    group,
-                    desired=replicas,
-                    revision=rec.revision,
-                    image=rec.image,
-                    history=rec.history,
-                    spec_hash=rec.spec_hash,
-                    message=f"scaled to {replicas}",
-                )
-                group = self._list(spec.name)
-                rec = group.record()
-                self._converge_count(spec, group, rec)
+                self._rescale(spec, group, rec, replicas)  # image and spec hash stay as in rec
             if spec.image != rec.image or template_hash(spec) != rec.spec_hash:
                 return self._rolling_update(spec, spec.image, "apply")
             return self.read(spec)
@@ -951,19 +939,23 @@ class EngineOrchestrator:
             group = self._list(spec.name)
             rec = group.record()
             if replicas != rec.desired:
-                self._new_anchor(
-                    spec,
-                    group,
-                    desired=replicas,
-                    revision=rec.revision,
-                    image=rec.image,
-                    history=rec.history,
-                    spec_hash=rec.spec_hash,
-                    message=f"scaled to {replicas}",
-                )
-                group = self._list(spec.name)
-                self._converge_count(spec, group, group.record())
+                self._rescale(spec, group, rec, replicas)
             return self.read(spec)
+
+    def _rescale(self, spec: WorkloadSpec, group: _Group, rec: _Record, replicas: int) -> None:
+        """Record the new desired count (a new anchor), then converge the container count to it."""
+        self._new_anchor(
+            spec,
+            group,
+            desired=replicas,
+            revision=rec.revision,
+            image=rec.image,
+            history=rec.history,
+            spec_hash=rec.spec_hash,
+            message=f"scaled to {replicas}",
+        )
+        group = self._list(spec.name)
+        self._converge_count(spec, group, group.record())
 
     def update_image(self, spec: WorkloadSpec, image: str, expected_version: str) -> WorkloadState:
         try:
