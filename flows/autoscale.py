@@ -25,6 +25,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -40,6 +41,8 @@ from scalewise import autoscaler, selfmetrics
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.autoscaler import AutoscaleError, Evaluation, Result
 from scalewise.metrics.base import MetricReading
+from scalewise.model import WorkloadState
+from scalewise.policy.decide import PolicyState
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
@@ -129,6 +132,43 @@ def _save(workload: str, state: Any, logger: Any) -> bool:
         return False
 
 
+@dataclass
+class _Inputs:
+    """What an evaluation needs, or why it holds (errors never become a decision)."""
+
+    state: WorkloadState | None = None
+    policy: PolicyState | None = None
+    held: Result | None = None
+    error: BaseException | None = None
+
+
+def _gather(
+    spec: WorkloadSpec,
+    read: Callable[..., WorkloadState | None],
+    load: Callable[..., PolicyState | None],
+    logger: Any,
+) -> _Inputs:
+    """Read the workload and its persisted policy state; an error in either holds the workload."""
+    name = spec.name
+    try:
+        state = read(spec)
+    except Exception as exc:
+        selfmetrics.ERRORS.labels(workload=name, stage="state").inc()
+        logger.warning("%s: orchestrator read failed, holding: %s: %s", name, type(exc).__name__, exc)
+        held = Result(workload=name, outcome="held", reason="orchestrator_error", error=f"{exc}")
+        return _Inputs(held=held, error=exc)
+    if state is None:
+        return _Inputs(held=Result(workload=name, outcome="skipped", reason="not_deployed"))
+    try:
+        policy = load(name)
+    except Exception as exc:
+        selfmetrics.ERRORS.labels(workload=name, stage="policy_state").inc()
+        logger.warning("%s: policy state unreadable, holding: %s: %s", name, type(exc).__name__, exc)
+        held = Result(workload=name, outcome="held", reason="policy_state_error", error=f"{exc}")
+        return _Inputs(held=held, error=exc)
+    return _Inputs(state=state, policy=policy)  # policy None: nothing stored yet
+
+
 def _one(
     spec: WorkloadSpec,
     *,
@@ -143,21 +183,13 @@ def _one(
     logger = get_run_logger()
     name = spec.name
     t0 = time.monotonic()
-    try:
-        state = read_state(spec)
-    except Exception as exc:
-        selfmetrics.ERRORS.labels(workload=name, stage="state").inc()
-        logger.warning("%s: orchestrator read failed, holding: %s: %s", name, type(exc).__name__, exc)
-        return Result(workload=name, outcome="held", reason="orchestrator_error", error=f"{exc}"), exc
-    if state is None:
-        logger.info("%s: not deployed on %s; skipped", name, spec.target)
-        return Result(workload=name, outcome="skipped", reason="not_deployed"), None
-    try:
-        policy = load_policy_state(name)
-    except Exception as exc:
-        selfmetrics.ERRORS.labels(workload=name, stage="policy_state").inc()
-        logger.warning("%s: policy state unreadable, holding: %s: %s", name, type(exc).__name__, exc)
-        return Result(workload=name, outcome="held", reason="policy_state_error", error=f"{exc}"), exc
+    inputs = _gather(spec, read_state, load_policy_state, logger)
+    if inputs.held is not None:
+        if inputs.held.reason == "not_deployed":
+            logger.info("%s: not deployed on %s; skipped", name, spec.target)
+        return inputs.held, inputs.error
+    state, policy = inputs.state, inputs.policy
+    assert state is not None
     readings = read_metrics(spec)
     decision, before = evaluate(spec, state, readings, policy, datetime.now(UTC))
     ev = Evaluation(name, decision, before)
@@ -334,20 +366,11 @@ def _evaluate_quietly(spec: WorkloadSpec) -> tuple[Result | None, Evaluation | N
     """One evaluation without any Prefect run (the loop's no-change path); errors hold."""
     name = spec.name
     t0 = time.monotonic()
-    try:
-        state = read_state.fn(spec)
-    except Exception as exc:
-        selfmetrics.ERRORS.labels(workload=name, stage="state").inc()
-        log.warning("%s: orchestrator read failed, holding: %s: %s", name, type(exc).__name__, exc)
-        return Result(workload=name, outcome="held", reason="orchestrator_error", error=f"{exc}"), None
-    if state is None:
-        return Result(workload=name, outcome="skipped", reason="not_deployed"), None
-    try:
-        policy = load_state(name)
-    except Exception as exc:
-        selfmetrics.ERRORS.labels(workload=name, stage="policy_state").inc()
-        log.warning("%s: policy state unreadable, holding: %s: %s", name, type(exc).__name__, exc)
-        return Result(workload=name, outcome="held", reason="policy_state_error", error=f"{exc}"), None
+    inputs = _gather(spec, read_state.fn, load_state, log)
+    if inputs.held is not None:
+        return inputs.held, None
+    state, policy = inputs.state, inputs.policy
+    assert state is not None
     ev = autoscaler.evaluate_workload(spec, state, autoscaler.sources(), policy)
     selfmetrics.EVALUATION_SECONDS.observe(time.monotonic() - t0)
     for reading in ev.decision.inputs.readings:
