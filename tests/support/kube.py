@@ -496,11 +496,21 @@ class ControlPlane:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
         self._request("POST", "/api/v1/namespaces", body)
-        self._wait_all(
-            lambda: self._get(f"/api/v1/namespaces/{name}/serviceaccounts/default") is not None,
-            f"default ServiceAccount in namespace {name}",
-            timeout=60.0,
-        )
+        sa_path = f"/api/v1/namespaces/{name}/serviceaccounts/default"
+        try:
+            self._wait_all(lambda: self._get(sa_path) is not None, f"default ServiceAccount in {name}", timeout=20.0)
+        except ControlPlaneError:
+            # After an apiserver restart the controller-manager's ServiceAccount controller can take
+            # over a minute to resume its watches (seen in CI). Creating `default` is what it would do;
+            # it accepts an existing one.
+            status, payload = self._raw(
+                "POST", f"/api/v1/namespaces/{name}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
+            )
+            if status >= 300 and status != 409:
+                msg = f"creating the default ServiceAccount in {name}: HTTP {status}: {payload[:300]!r}"
+                raise ControlPlaneError(msg) from None
+            self._wait_all(lambda: self._get(sa_path) is not None, f"default ServiceAccount in {name}", timeout=30.0)
         return name
 
     def delete_namespace(self, name: str) -> None:
