@@ -411,7 +411,7 @@ def kube_workload(
         "image": IMAGE_V1,
         "replicas": {"min": 1, "max": 5, "initial": 2},
         "update": {"max_surge": 1, "max_unavailable": 0, "timeout": "60s"},
-        "kubernetes": {"namespace": namespace, "progress_deadline": "10s"},
+        "kubernetes": {"namespace": namespace, "progress_deadline": "30s"},
     }
     (workloads_dir / f"{name}.yaml").write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))

@@ -98,7 +98,7 @@ def make_spec(namespace: str, kind: str = "Deployment", allow_foreign_scaler: bo
             "ports": [{"container": 8080}],
             "update": {"max_surge": 1, "max_unavailable": 0},
             "kubernetes": {
-                "namespace": namespace, "kind": kind, "progress_deadline": 10,
+                "namespace": namespace, "kind": kind, "progress_deadline": 120,  # not the subject here
                 "allow_foreign_scaler": allow_foreign_scaler,
             },
         }
