@@ -1,8 +1,11 @@
-"""Wall time of a `scale` flow run end to end vs the bare adapter call, same target, same run.
+"""Wall time of a `scale` flow run end to end vs the bare adapter call, same target, same run, on each
+Prefect database side by side (PostgreSQL, SQLite).
 
-Usage: .venv/bin/python bench/scale_flow.py [--target swarm|docker] [--rounds 5]
-Starts its own Prefect server (SQLite) on a free loopback port and a workload of the chosen target;
-each round scales 2 -> 3 -> 2 by each path, every step waiting until ready; prints JSON with both medians and the ratio.
+Usage: .venv/bin/python bench/scale_flow.py [--target swarm|docker] [--rounds 5] [--databases postgres,sqlite]
+For each database: starts its own Prefect server on a free loopback port and a workload of the chosen target;
+each round scales 2 -> 3 -> 2 by each path, every step waiting until ready. Prints JSON per database: both
+medians, the ratio, the p50 added by the flow, and lock_s (time waiting for the workload lock, from the
+action records) p50/p95/max over every flow run (2 x rounds back-to-back operations).
 """
 
 from __future__ import annotations
@@ -10,64 +13,58 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--target", choices=["swarm", "docker"], default="swarm")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    subprocess.run(["bash", str(ROOT / "scripts" / "start-docker.sh")], check=True, capture_output=True)
-
-    from scalewise.local import start_server
-
-    home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
-    server = start_server(home, port=free_port())
-    os.environ["PREFECT_API_URL"] = server.api_url
-    name = f"bench-{uuid.uuid4().hex[:6]}"
-    (home / "workloads").mkdir()
-    (home / "workloads" / f"{name}.yaml").write_text(yaml.safe_dump({
-        "name": name, "target": args.target, "image": "scalewise/busybox:1",
-        "healthcheck": {"command": "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1", "interval": "1s",
-                        "timeout": "1s", "retries": 2},
-        "replicas": {"min": 1, "max": 5, "initial": 2}, "stop_grace_period": "1s",
-    }))
-    os.environ["SCALEWISE_WORKLOADS"] = str(home / "workloads")
-
+def bench(database: str, target: str, rounds: int) -> dict[str, Any]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.scale import scale
     from scalewise import orchestrators
     from scalewise.audit import Trigger
+    from scalewise.local import free_port, start_server
     from scalewise.spec import get_workload
 
+    home = Path(tempfile.mkdtemp(prefix=f"bench-prefect-{database}-"))
+    t0 = time.perf_counter()
+    server = start_server(home, port=free_port(), database=database)  # type: ignore[arg-type]
+    started_s = time.perf_counter() - t0
+    os.environ["PREFECT_API_URL"] = server.api_url
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    (home / "workloads").mkdir()
+    (home / "workloads" / f"{name}.yaml").write_text(yaml.safe_dump({
+        "name": name, "target": target, "image": "scalewise/busybox:1",
+        "healthcheck": {"command": "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1", "interval": "1s",
+                        "timeout": "1s", "retries": 2},
+        "replicas": {"min": 1, "max": 5, "initial": 2}, "stop_grace_period": "1s",
+    }))
+    os.environ["SCALEWISE_WORKLOADS"] = str(home / "workloads")
     spec = get_workload(home / "workloads", name)
-    orch = orchestrators.for_target(args.target)
+    orch = orchestrators.for_target(target)
     bare: list[float] = []
     flow: list[float] = []
+    lock: list[float] = []
     try:
         orch.apply(spec, 2)
         orch.wait_converged(spec, 120)
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             scale(workload=name, replicas=2, trigger=Trigger(kind="api", actor="bench"))  # warm-up
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 for n in (3, 2):  # scale out, then back in
                     t = time.perf_counter()
                     st = orch.read(spec)
@@ -79,18 +76,33 @@ def main() -> None:
                     rec = scale(workload=name, replicas=n, trigger=Trigger(kind="api", actor="bench"))
                     assert rec.outcome == "succeeded", rec
                     flow.append(time.perf_counter() - t)
+                    lock.append(rec.durations.get("lock_s", 0.0))
     finally:
         orch.remove(spec)
         server.stop()
-    out = {
-        "target": args.target,
-        "rounds": args.rounds,
+        server.stop_database()
+    return {
+        "server_start_s": round(started_s, 2),
         "bare_adapter_s_median": round(statistics.median(bare), 3),
         "scale_flow_s_median": round(statistics.median(flow), 3),
         "ratio_flow_over_bare": round(statistics.median(flow) / statistics.median(bare), 2),
+        "added_by_flow_s_p50": round(statistics.median(flow) - statistics.median(bare), 3),
+        "lock_s": {"p50": pct(lock, 0.5), "p95": pct(lock, 0.95), "max": round(max(lock), 3), "n": len(lock)},
         "bare_s": [round(x, 3) for x in bare],
         "flow_s": [round(x, 3) for x in flow],
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", choices=["swarm", "docker"], default="swarm")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--databases", default="postgres,sqlite")
+    args = parser.parse_args()
+    subprocess.run(["bash", str(ROOT / "scripts" / "start-docker.sh")], check=True, capture_output=True)
+    out: dict[str, Any] = {"target": args.target, "rounds": args.rounds}
+    for database in args.databases.split(","):
+        out[database] = bench(database.strip(), args.target, args.rounds)
     print(json.dumps(out, indent=2))
 
 
