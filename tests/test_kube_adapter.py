@@ -232,11 +232,12 @@ def test_statefulset_apply_scale_update_rollback_remove(
     assert sts["spec"]["serviceName"] == spec.name
     assert orch.apply(spec).version == orch.read(spec).version  # idempotent
 
-    up = orch.set_replicas(spec, 3, orch.read(spec).version)
+    seen = orch.read(spec).version
+    up = orch.set_replicas(spec, 3, seen)
     assert up.desired_replicas == 3
     assert converge(orch, spec).ready_replicas == 3
-    with pytest.raises(ConflictError):
-        orch.set_replicas(spec, 1, up.version)
+    with pytest.raises(ConflictError):  # the version our own write moved past is stale (whatever status did)
+        orch.set_replicas(spec, 1, seen)
 
     before = orch.read(spec)
     updated = orch.update_image(spec, IMAGE_V2, before.version)

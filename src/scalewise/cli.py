@@ -32,10 +32,11 @@ Timeout = Annotated[float, typer.Option(help="Bounded wait, seconds")]
 
 
 def table_(*columns: str) -> Table:
-    """A table whose cells wrap instead of being cut off (names and images stay whole)."""
+    """A table whose cells wrap instead of being cut off; the workload column never wraps (names stay
+    whole and greppable, however narrow the terminal: other columns give way)."""
     out = Table()
     for column in columns:
-        out.add_column(column, overflow="fold")
+        out.add_column(column, overflow="fold", no_wrap=column == "workload")
     return out
 
 
