@@ -192,6 +192,13 @@ def server_env(home: Path, port: int, database_url: str | None = None) -> dict[s
     )
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+        # Prefect's defaults (5 + 10 pooled connections, 5 s to connect, 10 s statement timeout) answer
+        # 500 under bursts on a loaded 2-core machine; the cluster allows 200 connections.
+        env.setdefault("PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE", "20")
+        env.setdefault("PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW", "20")
+        env.setdefault("PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT", "60")
+        env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT", "30")
+        env.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
     else:
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     env.pop("PREFECT_API_URL", None)
