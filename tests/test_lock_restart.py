@@ -7,6 +7,8 @@ started with filesystem leases, so the slot is released and the lock can be take
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from tests.support.prefect_env import free_port
 @pytest.mark.prefect
 def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
     home, port = tmp_path / "prefect", free_port()
-    server = start_server(home, port=port)
+    db_home = Path(tempfile.mkdtemp(prefix="scalewise-test-pg-"))  # see tests/support/prefect_env.py
+    server = start_server(home, port=port, db_home=db_home)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             ensure_lock("restart")
@@ -33,7 +36,7 @@ def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
                 taken = time.monotonic()
                 time.sleep(1.0)  # the renewal thread's first renewal happens right after acquiring
                 server.stop()
-                server = start_server(home, port=port)
+                server = start_server(home, port=port, db_home=db_home)
                 with get_client(sync_client=True) as client:
                     held = client.read_global_concurrency_limit_by_name(lock_name("restart"))
                 assert held.active_slots == 1
@@ -47,3 +50,4 @@ def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
     finally:
         server.stop()
         server.stop_database()
+        shutil.rmtree(db_home, ignore_errors=True)

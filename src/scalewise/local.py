@@ -219,6 +219,7 @@ class LocalServer:
     process: subprocess.Popen[bytes] | None
     log_file: Path
     database: Database = "sqlite"
+    db_home: Path | None = None
 
     def stop(self) -> None:
         """Stop the Prefect server (the database keeps running: see :meth:`stop_database`)."""
@@ -233,25 +234,30 @@ class LocalServer:
 
     def stop_database(self) -> None:
         if self.database == "postgres":
-            local_postgres(self.home).stop()
+            local_postgres(self.db_home or self.home).stop()
 
 
 def start_server(
-    home: Path, port: int = 4200, timeout_s: float = 90.0, database: Database | None = None
+    home: Path,
+    port: int = 4200,
+    timeout_s: float = 90.0,
+    database: Database | None = None,
+    db_home: Path | None = None,
 ) -> LocalServer:
     """Start ``prefect server start`` on 127.0.0.1:``port`` with its state under ``home``.
 
-    The database is PostgreSQL under ``home/postgres`` (started if needed), or SQLite with
-    ``database="sqlite"`` (default: ``SCALEWISE_DATABASE``). Returns at once if a healthy server
-    already answers there.
+    The database is PostgreSQL under ``db_home/postgres`` (default ``home``; started if needed), or
+    SQLite with ``database="sqlite"`` (default: ``SCALEWISE_DATABASE``). Returns at once if a healthy
+    server already answers there.
     """
     kind = database or database_kind()
     api_url = f"http://127.0.0.1:{port}/api"
     home.mkdir(parents=True, exist_ok=True)
     log_file = home / "server.log"
+    db_home = db_home or home
     if healthy(api_url):
-        return LocalServer(api_url, home, None, log_file, kind)
-    db_url = local_postgres(home).start() if kind == "postgres" else None
+        return LocalServer(api_url, home, None, log_file, kind, db_home)
+    db_url = local_postgres(db_home).start() if kind == "postgres" else None
     prefect = Path(sys.executable).with_name("prefect")
     cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log_file.open("ab") as out:
@@ -264,8 +270,8 @@ def start_server(
             tail = log_file.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{tail}")
         if healthy(api_url, timeout=1.0):
-            return LocalServer(api_url, home, proc, log_file, kind)
+            return LocalServer(api_url, home, proc, log_file, kind, db_home)
         time.sleep(0.3)
-    server = LocalServer(api_url, home, proc, log_file, kind)
+    server = LocalServer(api_url, home, proc, log_file, kind, db_home)
     server.stop()
     raise RuntimeError(f"prefect server did not become healthy within {timeout_s:.0f}s; see {log_file}")

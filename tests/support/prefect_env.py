@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +32,12 @@ def free_port() -> int:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = start_server(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=300)
+    # PostgreSQL runs as Debian's `postgres` user: its data lives in a folder of its own under /tmp, not
+    # under pytest's basetemp (0700, reset by every pytest start, which would lock a running cluster out).
+    db_home = Path(tempfile.mkdtemp(prefix="scalewise-test-pg-"))
+    server = start_server(
+        tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=300, db_home=db_home
+    )
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
@@ -46,6 +53,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
             os.environ["PREFECT_API_URL"] = old
         server.stop()
         server.stop_database()
+        shutil.rmtree(db_home, ignore_errors=True)
 
 
 @pytest.fixture()
