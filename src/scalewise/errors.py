@@ -1,7 +1,8 @@
 """Error taxonomy shared by every layer.
 
 The split mirrors kopf's table of retried API errors: only :class:`TransientError` is ever retried
-(connection errors, timeouts, 5xx). Everything else fails at once with a message that names what
+(connection errors, request timeouts, 5xx). A bounded wait that runs out (:class:`ConvergenceTimeout`)
+is not a transient error: it is never retried. Everything else fails at once with a message that names what
 was wrong, so a retried task never repeats a write that was refused for a reason.
 """
 
@@ -63,8 +64,12 @@ class RolloutFailed(ScalewiseError):
         super().__init__(f"rolling update of {workload!r} failed: {reason}{tail}")
 
 
-class ConvergenceTimeout(TransientError):
-    """The workload did not reach the desired state within the bounded wait."""
+class ConvergenceTimeout(ScalewiseError):
+    """The workload did not reach the desired state within the bounded wait.
+
+    Never transient, never retried: a wait carries its own deadline, and retrying it would multiply
+    that bound. Transient read errors inside a wait are absorbed by the wait loop until its deadline.
+    """
 
 
 class StaleObservation(PermanentError):

@@ -40,6 +40,7 @@ import requests.exceptions
 
 from scalewise.errors import (
     ConflictError,
+    ConvergenceTimeout,
     ForbiddenError,
     NotFoundError,
     PermanentError,
@@ -138,23 +139,38 @@ def poll_converged(
     """The loop of ``wait_converged``: ``read`` (each state goes to ``on_progress``) until
     ``settled(state, elapsed)`` returns a result; past ``start + timeout_s`` a ``timeout`` result
     whose detail is ``after <timeout_s>s: <progress(state)>``. Sleeps ``poll_s`` between reads,
-    never past the deadline. What counts as settled is each adapter's own."""
+    never past the deadline. What counts as settled is each adapter's own.
+
+    A read that fails with a :class:`TransientError` (the engine restarting, a dropped connection)
+    is absorbed until the deadline: the wait is bounded by its own limit and never retried. If no
+    read succeeded by then, :class:`ConvergenceTimeout` names the last error."""
     deadline = start + max(0.0, timeout_s)
+    state: WorkloadState | None = None
     while True:
-        state = read()
-        if on_progress is not None:
-            on_progress(state)
+        failure: TransientError | None = None
+        try:
+            state = read()
+        except TransientError as exc:
+            failure = exc
         elapsed = time.monotonic() - start
-        result = settled(state, elapsed)
-        if result is not None:
-            return result
+        if failure is None and state is not None:
+            if on_progress is not None:
+                on_progress(state)
+            result = settled(state, elapsed)
+            if result is not None:
+                return result
         now = time.monotonic()
         if now >= deadline:
+            if state is None:
+                raise ConvergenceTimeout(
+                    f"no state read within {timeout_s:g}s" + (f" (last error: {failure})" if failure else "")
+                )
+            last_error = f"; last read failed: {failure}" if failure is not None else ""
             return ConvergeResult(
                 converged=False,
                 state=state,
                 reason="timeout",
-                detail=f"after {timeout_s:g}s: {progress(state)}",
+                detail=f"after {timeout_s:g}s: {progress(state)}{last_error}",
                 elapsed_s=elapsed,
             )
         time.sleep(max(0.0, min(poll_s, deadline - now)))

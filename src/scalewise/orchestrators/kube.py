@@ -90,8 +90,9 @@ Waiting
 -------
 ``wait_converged`` polls ``read`` until the rollout is ``complete`` with ready == desired
 (``converged``), the controller reports ProgressDeadlineExceeded (``deadline_exceeded``), or the
-bound passes (``timeout``). Transient errors (an apiserver restart) are tolerated until the bound;
-if the last read failed the TransientError is raised so the caller's retry policy decides.
+bound passes (``timeout``, with the last error if the last read failed). Transient errors (an
+apiserver restart) are absorbed until the bound; if no read succeeded at all the wait raises
+:class:`ConvergenceTimeout` (never transient: a wait is bounded by its own limit, not retried).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from scalewise.errors import (
     ConflictError,
+    ConvergenceTimeout,
     ForbiddenError,
     NotFoundError,
     OwnershipError,
@@ -843,8 +845,12 @@ class KubernetesOrchestrator:
                     )
             now = time.monotonic()
             if now >= deadline:
-                if failure is not None or state is None:
-                    raise failure or TransientError(f"kubernetes {spec.name!r}: no state read within {timeout_s:g}s")
+                if state is None:
+                    raise ConvergenceTimeout(
+                        f"kubernetes {spec.name!r}: no state read within {timeout_s:g}s"
+                        + (f" (last error: {failure})" if failure is not None else "")
+                    )
+                last_error = f"; last read failed: {failure}" if failure is not None else ""
                 return ConvergeResult(
                     converged=False,
                     state=state,
@@ -852,6 +858,7 @@ class KubernetesOrchestrator:
                     detail=(
                         f"after {timeout_s:g}s: desired {state.desired_replicas}, ready {state.ready_replicas},"
                         f" updated {state.updated_replicas} ({state.update_state}: {state.message or '-'})"
+                        f"{last_error}"
                     ),
                     elapsed_s=elapsed,
                 )
