@@ -8,6 +8,10 @@ was wrong, so a retried task never repeats a write that was refused for a reason
 
 from __future__ import annotations
 
+import re
+
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
+
 
 class ScalewiseError(Exception):
     """Base class of every error scalewise raises on purpose."""
@@ -15,6 +19,24 @@ class ScalewiseError(Exception):
 
 class TransientError(ScalewiseError):
     """The orchestrator or a metric source could not be reached or answered 5xx/timeout: retry."""
+
+
+class UnreachableError(TransientError):
+    """A server (the Docker engine, the Kubernetes apiserver, Prometheus, Prefect) did not answer at all.
+
+    The message names the server, the address it was looked for at and how to start one or point to
+    another: ``<what>: Docker engine unreachable at unix:///var/run/docker.sock (<detail>): <hint>``.
+    """
+
+    def __init__(self, server: str, address: str, hint: str, detail: str = "", what: str = "") -> None:
+        self.server = server
+        self.address = address
+        self.hint = hint
+        errno = _ERRNO_RE.search(detail)
+        detail = errno.group(0) if errno else detail  # "[Errno 111] Connection refused", not the SDK's wrapping
+        head = f"{what}: " if what else ""
+        tail = f" ({detail[:300]})" if detail else ""
+        super().__init__(f"{head}{server} unreachable at {address}{tail}: {hint}")
 
 
 class PermanentError(ScalewiseError):
