@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from scalewise.spec import read_yaml
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_FILE = HERE / "automations.yaml"
@@ -25,8 +25,9 @@ MANAGED_TAG = "scalewise"
 
 
 def load(path: Path = DEFAULT_FILE) -> list[dict[str, Any]]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    items = data.get("automations")
+    docs = read_yaml(path)  # strict: a duplicate key is an error naming the file, the key and its line
+    data = docs[0] if docs else {}
+    items = data.get("automations") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise ValueError(f"{path}: expected a top-level 'automations:' list")
     names = [a.get("name") for a in items]

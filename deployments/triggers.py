@@ -15,8 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter
+
+from scalewise.spec import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "prefect.yaml"
@@ -25,7 +26,8 @@ ENV_AUTOSCALE_INTERVAL = "SCALEWISE_AUTOSCALE_INTERVAL"
 
 
 def project(path: Path = PROJECT) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    docs = read_yaml(path)  # strict: a duplicate key is an error naming the file, the key and its line
+    data: dict[str, Any] = docs[0] if docs else {}
     return data
 
 

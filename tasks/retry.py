@@ -1,4 +1,9 @@
-"""The one retry policy of every task: transient errors only, exponential backoff with jitter."""
+"""The one retry policy of every task: transient errors only, exponential backoff with jitter.
+
+A task that waits (``wait_until_ready``, ``apply_image``) has no retry policy at all (:data:`WAITING`):
+its wait carries its own deadline and absorbs transient read errors until then; retrying it would
+multiply the bound. A timeout (:class:`ConvergenceTimeout`) is never transient.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
-from scalewise.errors import TransientError
+from scalewise.errors import ConvergenceTimeout, TransientError
 
 RETRIES = 4
 RETRY_DELAYS = exponential_backoff(backoff_factor=0.5)  # 0.5, 1, 2, 4 s
@@ -18,6 +23,8 @@ RETRY_JITTER = 0.5
 def only_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     """Retry connection errors, timeouts and 5xx; a 4xx-class refusal fails at once."""
     exc = state.result(raise_on_failure=False)
+    if isinstance(exc, ConvergenceTimeout):
+        return False
     return isinstance(exc, TransientError | ConnectionError | TimeoutError)
 
 
@@ -27,3 +34,6 @@ RETRYING: dict[str, Any] = {
     "retry_jitter_factor": RETRY_JITTER,
     "retry_condition_fn": only_transient,
 }
+
+WAITING: dict[str, Any] = {"retries": 0}
+"""Tasks that wait on a deadline of their own: never retried (the bound stays the bound)."""

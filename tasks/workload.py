@@ -1,5 +1,6 @@
 """Intent-level tasks over a workload. Each is idempotent (absolute writes carrying the observed
-version) and retried for transient errors only."""
+version) and retried for transient errors only, except the tasks that wait (``apply_image``,
+``wait_until_ready``): their wait is bounded by its own deadline, so they are never retried."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from scalewise.operations import WriteOutcome
 from scalewise.policy.manual import ScaleMode
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, get_workload
-from tasks.retry import RETRYING
+from tasks.retry import RETRYING, WAITING
 
 
 @task(cache_policy=NO_CACHE)
@@ -42,7 +43,7 @@ def apply_scale(spec: WorkloadSpec, mode: ScaleMode, amount: int) -> WriteOutcom
     return operations.scale(orchestrators.for_target(spec.target), spec, mode, amount)
 
 
-@task(cache_policy=NO_CACHE, **RETRYING)
+@task(cache_policy=NO_CACHE, **WAITING)
 def apply_image(spec: WorkloadSpec, image: str, timeout_s: float) -> tuple[WriteOutcome, ConvergeResult]:
     """Roll out ``image``; on failure roll back, wait for the old revision, then raise RolloutFailed."""
     logger = get_run_logger()
@@ -64,7 +65,7 @@ def apply_rollback(spec: WorkloadSpec, to_revision: int | None) -> WriteOutcome:
     return operations.rollback(orchestrators.for_target(spec.target), spec, to_revision)
 
 
-@task(cache_policy=NO_CACHE, **RETRYING)
+@task(cache_policy=NO_CACHE, **WAITING)
 def wait_until_ready(spec: WorkloadSpec, timeout_s: float) -> ConvergeResult:
     """Bounded wait until desired == ready == updated; returns the outcome (does not raise on timeout)."""
     logger = get_run_logger()

@@ -7,17 +7,31 @@ fixture yielding a :class:`tests.support.targets.TargetHarness`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import threading
+import time
 
 import pytest
+from prefect.states import State
 
-from scalewise.errors import ConflictError, NotFoundError, PermanentError, RolloutFailed, ScalewiseError
-from scalewise.model import WorkloadState
+from scalewise import orchestrators
+from scalewise.errors import (
+    ConflictError,
+    ConvergenceTimeout,
+    NotFoundError,
+    PermanentError,
+    RolloutFailed,
+    ScalewiseError,
+)
+from scalewise.local import LocalServer
+from scalewise.model import ConvergeResult, WorkloadState
 from scalewise.orchestrators.base import Orchestrator
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
+from tests.support.faultproxy import fault_proxy
 from tests.support.targets import TargetHarness
+from tests.test_faults import task_run_counts
 
 TARGETS = ["swarm", "docker", "kubernetes"]
 WAIT_S = 90.0
@@ -235,3 +249,70 @@ def test_remove_is_idempotent(target: TargetHarness) -> None:
     assert orch.exists(spec) is False
     with pytest.raises(NotFoundError):
         orch.read(spec)
+
+
+# --- bounded waits: a wait is bounded by its own limit, never retried ----------------------------------
+
+BOUND_T = 15.0
+
+
+def within_bound(elapsed: float, timeout_s: float) -> bool:
+    """Generous for a loaded 2-core machine; a wait retried even twice would overshoot it."""
+    return elapsed < timeout_s * 1.5 + 10
+
+
+def test_wait_on_a_never_ready_workload_is_bounded_by_its_own_limit(
+    target: TargetHarness, prefect_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow
+
+    from tasks.workload import wait_until_ready
+
+    orch = target.orchestrator
+    spec = target.make_spec(replicas=1, image=target.broken_image)
+    orch.apply(spec)
+    t0 = time.monotonic()
+    result = orch.wait_converged(spec, timeout_s=BOUND_T, poll_s=0.5)
+    elapsed = time.monotonic() - t0
+    assert not result.converged and result.reason == "timeout", result
+    assert within_bound(elapsed, BOUND_T), f"the adapter's wait took {elapsed:.1f}s for a {BOUND_T:g}s bound"
+
+    # The flow-level wait, with the orchestrator going away mid-wait (every read then fails with a
+    # TransientError): the wait absorbs the errors until its own deadline, and the task runs once.
+    with fault_proxy(target.upstream) as proxy:
+        for key, value in target.route_env(proxy.address).items():
+            monkeypatch.setenv(key, value)
+        orchestrators.reset()
+
+        @flow(name="bounded-wait")
+        def bounded_wait(spec: WorkloadSpec) -> ConvergeResult:
+            return wait_until_ready(spec, BOUND_T)
+
+        outcome: list[object] = []
+        context = contextvars.copy_context()  # the Prefect settings (the test server) live in context variables
+        runner = threading.Thread(
+            target=lambda: outcome.append(context.run(bounded_wait, spec, return_state=True)), daemon=True
+        )
+        t0 = time.monotonic()
+        runner.start()
+        deadline = time.monotonic() + 60
+        while proxy.sent < 4:  # the wait's reads go through the proxy
+            assert runner.is_alive(), f"the flow ended before reading through the proxy: {outcome}"
+            assert time.monotonic() < deadline, f"no reads through the proxy ({proxy.served}, {proxy.sent})"
+            time.sleep(0.05)
+        proxy.cut()
+        runner.join(timeout=BOUND_T * 5 + 60)
+        elapsed = time.monotonic() - t0
+    orchestrators.reset()
+    assert outcome, "the flow did not finish"
+    state = outcome[0]
+    assert isinstance(state, State), state
+    if state.is_completed():  # the wait had read a state before the cut: a timeout result
+        waited = state.result()
+        assert not waited.converged and waited.reason == "timeout", waited
+        assert "unreachable" in waited.detail, waited.detail  # the last read failed: said, not hidden
+    else:  # the cut came before the first read: ConvergenceTimeout (permanent), naming the last error
+        with pytest.raises(ConvergenceTimeout, match="unreachable"):
+            state.result()
+    assert within_bound(elapsed, BOUND_T), f"the flow's wait took {elapsed:.1f}s for a {BOUND_T:g}s bound"
+    assert task_run_counts(str(state.state_details.flow_run_id))["wait_until_ready"] == 1

@@ -168,3 +168,37 @@ def test_stale_write_is_detected_and_re_decided(swarm_workload: WorkloadSpec) ->
     # Decided again on the fresh state: 3 (the other writer) + 1, not 1 + 1.
     assert outcome.after.desired_replicas == 4
     assert orch.read(swarm_workload).desired_replicas == 4
+
+
+def test_a_timeout_is_never_transient_and_waits_are_never_retried() -> None:
+    from scalewise.errors import ConvergenceTimeout, TransientError, UnreachableError
+    from tasks.retry import RETRIES
+    from tasks.workload import apply_image, apply_scale, read_state, wait_until_ready
+
+    assert not issubclass(ConvergenceTimeout, TransientError)
+    assert issubclass(UnreachableError, TransientError)
+    assert wait_until_ready.retries == 0 and apply_image.retries == 0  # a wait carries its own deadline
+    assert read_state.retries == apply_scale.retries == RETRIES  # plain reads and writes keep the policy
+
+
+@pytest.mark.prefect
+def test_a_wait_that_times_out_runs_once(swarm_workload: WorkloadSpec, prefect_server: LocalServer) -> None:
+    from prefect import flow
+
+    from scalewise.errors import ConvergenceTimeout
+
+    @flow(name="fault-timeout")
+    def scale_and_wait_too_little(spec: WorkloadSpec) -> None:
+        from tasks.workload import apply_scale, wait_until_ready
+
+        apply_scale(spec, "absolute", 3)
+        result = wait_until_ready(spec, 0.5)  # 3 new replicas cannot be healthy in 0.5 s
+        if not result.converged:
+            raise ConvergenceTimeout(f"{spec.name}: {result.reason}")
+
+    state = scale_and_wait_too_little(swarm_workload, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConvergenceTimeout):
+        state.result()
+    counts = task_run_counts(str(state.state_details.flow_run_id))
+    assert counts["wait_until_ready"] == 1 and counts["apply_scale"] == 1, counts

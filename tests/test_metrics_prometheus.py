@@ -121,6 +121,7 @@ def test_prometheus_stopped_is_a_failed_read_not_zero(prom_env: PromEnv):
         own.stop()
         r = src.read(metric(), WorkloadRef(name))
     assert not r.ok and r.error == "connection" and r.value is None
+    assert f"Prometheus unreachable at {own.url}" in r.detail and "SCALEWISE_PROMETHEUS_URL" in r.detail, r.detail
 
 
 def test_timeout_is_a_failed_read():

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+import yaml
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scalewise.durations import parse_duration
@@ -129,3 +130,113 @@ def test_manual_plan_always_within_bounds(current: int, amount: int, lo: int, sp
         assert plan.target >= min(current, lo + span)
     if mode == "in":
         assert plan.target <= max(current, lo)
+
+
+# --- hostile files: every failure is a SpecError naming the file --------------------------------------
+
+VALID_TEXT = "name: web\ntarget: docker\nimage: scalewise/busybox:1\nreplicas: {min: 1, max: 3}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "reason"),
+    [
+        ("name: web\ntarget: docker\nname: other\nimage: x:1\n", "name", "duplicate key at line 3 (first at line 1)"),
+        ("name: web\ntarget: docker\nimage: x:1\nenv: {A: '1', A: '2'}\n", "A", "duplicate key at line 4"),
+        ("workloads:\n  - {name: a, target: docker, image: x:1, image: y:2}\n", "image", "duplicate key at line 2"),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key(tmp_path: Path, text: str, field: str, reason: str) -> None:
+    path = write(tmp_path, "dup.yaml", text)
+    with pytest.raises(SpecError) as info:
+        load_workloads(path)
+    assert (info.value.source, info.value.field) == (str(path), field)
+    assert reason in info.value.reason
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = write(tmp_path, "merge.yaml", "<<: {target: docker, image: x:1}\nname: web\nimage: x:2\n")
+    assert load_workloads(path)["web"].image == "x:2"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"name: w\xffeb\ntarget: docker\n", "not UTF-8: byte 0xff at line 1"),
+        (b"name: web\n\ntarget: \xc3\x28\n", "not UTF-8: byte 0xc3 at line 3"),
+        (b"name: web\x00\n", "not valid YAML"),
+        (b"when: 2024-13-45\n", "not valid YAML: month must be in 1..12"),
+        (b"[" * 5000 + b"]" * 5000, "not valid YAML"),
+        (b"? [a, b]\n: c\n", "not valid YAML"),
+        (
+            b"a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+            b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+            b"f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n",
+            "too large",
+        ),
+    ],
+)
+def test_hostile_files_are_spec_errors_naming_the_file(tmp_path: Path, raw: bytes, reason: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(SpecError) as info:
+        load_workloads(path)
+    assert info.value.source == str(path)
+    assert reason in info.value.reason, info.value
+
+
+def test_unreadable_file_is_a_spec_error(tmp_path: Path) -> None:
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    with pytest.raises(SpecError, match=r"dir\.yaml: cannot read"):
+        load_workloads(tmp_path)
+
+
+def check_loads_or_spec_error(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(raw)
+    try:
+        specs = load_workloads(path)
+    except SpecError as exc:
+        assert str(exc).startswith(f"{path}"), exc
+    else:
+        assert all(spec.name == name for name, spec in specs.items())
+
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
+    st.sampled_from(["web", "docker", "swarm", "kubernetes", "x:1", "1s", "start-first", "25%"]),
+)
+KEYS = st.one_of(
+    st.sampled_from(["name", "target", "image", "replicas", "min", "max", "update", "env"]), st.text(max_size=8)
+)
+YAML_VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5), max_leaves=25
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=300))
+def test_fuzz_random_bytes_load_or_spec_error(tmp_path: Path, raw: bytes) -> None:
+    check_loads_or_spec_error(tmp_path, raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=YAML_VALUES, cut=st.integers(0, 400), junk=st.binary(max_size=4))
+def test_fuzz_random_yaml_load_or_spec_error(tmp_path: Path, data: object, cut: int, junk: bytes) -> None:
+    text = yaml.safe_dump(data, allow_unicode=True).encode()
+    check_loads_or_spec_error(tmp_path, text)
+    check_loads_or_spec_error(tmp_path, text[:cut] + junk + text[cut:])  # damaged
+    check_loads_or_spec_error(tmp_path, VALID_TEXT.encode() + text)  # appended to a valid spec
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.fixed_dictionaries(
+        {"name": st.sampled_from(["web", "a", "Bad"]), "target": st.sampled_from(["docker", "swarm", "kubernetes"]),
+         "image": st.sampled_from(["x:1", "scalewise/busybox:1"])},
+        optional={"replicas": YAML_VALUES, "update": YAML_VALUES, "env": YAML_VALUES, "ports": YAML_VALUES,
+                  "healthcheck": YAML_VALUES, "autoscaling": YAML_VALUES, "kubernetes": YAML_VALUES},
+    )
+)
+def test_fuzz_spec_shaped_yaml_load_or_spec_error(tmp_path: Path, data: dict[str, object]) -> None:
+    check_loads_or_spec_error(tmp_path, yaml.safe_dump(data, allow_unicode=True).encode())

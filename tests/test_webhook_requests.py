@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -85,6 +86,28 @@ def test_malformed_json_and_non_objects(http: httpx.Client) -> None:
         expect_refused(http, "/v1/actions", body, 400)
     expect_refused(http, "/v1/actions", b"[1, 2]", 400)
     expect_refused(http, "/v1/alertmanager", b'"firing"', 400, AM)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"workload": "web", "action": "scale", "replicas": 2, "replicas": 5}', "replicas"),
+        (b'{"workload": "web", "workload": "api", "action": "scale-out"}', "workload"),
+        (b'{"workload": "web", "action": "scale-out", "dry_run": true, "dry_run": false}', "dry_run"),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key(http: httpx.Client, body: bytes, field: str) -> None:
+    out = expect_refused(http, "/v1/actions", body, 400)  # no run: json would have kept the last value
+    assert out["field"] == field and "duplicate key" in out["error"], out
+    signed = signed_headers(CREDENTIALS["ci"].hmac_secret.get_secret_value(), body)  # type: ignore[union-attr]
+    assert expect_refused(http, "/v1/actions", body, 400, signed)["field"] == field
+
+
+def test_duplicate_keys_in_an_alertmanager_notification(http: httpx.Client) -> None:
+    body = json.dumps(notification(alert("QueueDeep", fingerprint="dup-1", workload="web"))).encode()
+    body = body.replace(b'"workload": "web"', b'"workload": "web", "workload": "api"')
+    out = expect_refused(http, "/v1/alertmanager", body, 400, AM)
+    assert out["field"] == "workload" and "duplicate key" in out["error"], out
 
 
 @pytest.mark.parametrize(
@@ -434,6 +457,23 @@ def test_config_is_validated() -> None:
                              "on_firing": {"action": "scale-out"}}])
     with pytest.raises(SpecError, match="unique"):
         base_config(callers=[{"name": "a", "token_env": "X"}, {"name": "a", "token_env": "Y"}])
+
+
+def test_config_file_is_loaded_strictly(tmp_path: Path) -> None:
+    from scalewise.errors import SpecError
+    from scalewise.webhook.config import load_config
+
+    dup = tmp_path / "webhook.yaml"
+    dup.write_text("callers:\n  - {name: ops, token_env: A}\ncallers: []\n")
+    with pytest.raises(SpecError) as info:
+        load_config(dup)
+    assert (info.value.source, info.value.field) == (str(dup), "callers")
+    assert "duplicate key at line 3" in info.value.reason
+    dup.write_bytes(b"callers: [{name: \xe9}]\n")
+    with pytest.raises(SpecError, match=r"webhook\.yaml: not UTF-8"):
+        load_config(dup)
+    with pytest.raises(SpecError, match=r"nope\.yaml: cannot read"):
+        load_config(tmp_path / "nope.yaml")
 
 
 def test_token_bucket_and_idempotency_ttl() -> None:

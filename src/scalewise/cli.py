@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from scalewise.errors import ScalewiseError
+from scalewise.errors import ScalewiseError, UnreachableError
 from scalewise.settings import DEFAULT_PREFECT_URL, state_dir, workloads_path
 
 app = typer.Typer(help="Elastic scaling and container orchestration as Prefect pipelines.", no_args_is_help=True)
@@ -62,9 +62,43 @@ def quiet_known_errors() -> None:
             logger.addFilter(_NoTracebackForKnownErrors())
 
 
+PREFECT_HINT = "start one with 'scalewise server' (or scripts/up.sh), or set PREFECT_API_URL"
+
+
+def prefect_unreachable(url: str, detail: str = "") -> UnreachableError:
+    return UnreachableError("Prefect server", url, PREFECT_HINT, detail=detail)
+
+
+def is_prefect_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the Prefect API did not answer at all."""
+    import httpx
+
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, httpx.TransportError) or "Failed to reach API" in str(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
+
+
+def check_prefect(url: str) -> None:
+    """Fail (exit 1, no traceback) when nothing answers at ``url``: name it and say what to do."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=10.0)
+    except httpx.TransportError as exc:
+        fail(str(prefect_unreachable(url, f"{type(exc).__name__}: {exc}")))
+
+
 @contextmanager
-def prefect_api() -> Iterator[str]:
-    """Use PREFECT_API_URL if set, else the local server on 127.0.0.1:4200 (started if needed)."""
+def prefect_api(check: bool = True) -> Iterator[str]:
+    """Use PREFECT_API_URL if set, else the local server on 127.0.0.1:4200 (started if needed).
+
+    With ``check``, a server that does not answer is a clear error (exit 1) before anything runs,
+    and so is one that goes away while the command runs."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = os.environ.get("PREFECT_API_URL") or str(PREFECT_API_URL.value() or "")
@@ -74,8 +108,15 @@ def prefect_api() -> Iterator[str]:
         url = DEFAULT_PREFECT_URL
         with console.status("starting the local Prefect server (PostgreSQL; first start ~30 s)..."):
             start_server(state_dir() / "prefect", port=4200)
+    elif check:
+        check_prefect(url)
     with temporary_settings(updates={PREFECT_API_URL: url}):
-        yield url
+        try:
+            yield url
+        except Exception as exc:
+            if check and not isinstance(exc, ScalewiseError) and is_prefect_unreachable(exc):
+                fail(str(prefect_unreachable(url, f"{type(exc).__name__}: {exc}")))
+            raise
 
 
 def cli_trigger() -> Any:
@@ -102,6 +143,8 @@ def run_flow(fn: Callable[..., Any], title: str, **params: Any) -> None:
         except ScalewiseError as exc:
             fail(str(exc))
         except Exception as exc:  # a flow run that failed for another reason
+            if is_prefect_unreachable(exc):
+                raise  # prefect_api names the server and what to do
             fail(f"{type(exc).__name__}: {exc}")
     show_record(record)
 
@@ -241,7 +284,7 @@ def status(workload: Annotated[str | None, typer.Argument(help="One workload (de
     except ScalewiseError as exc:
         fail(str(exc))
     table = table_("workload", "target", "desired", "ready", "image", "revision", "state", "revisions")
-    failed = False
+    failed: list[str] = []
     for spec in specs:
         try:
             orch = orchestrators.for_target(spec.target)
@@ -253,9 +296,11 @@ def status(workload: Annotated[str | None, typer.Argument(help="One workload (de
             table.add_row(spec.name, spec.target, str(st.desired_replicas), str(st.ready_replicas), st.image,
                           str(st.revision), st.update_state or ("updating" if st.updating else "stable"), revs)
         except ScalewiseError as exc:
-            failed = True
-            table.add_row(spec.name, spec.target, "?", "?", "?", "?", f"[red]{exc}[/]", "")
+            failed.append(f"{spec.name}: {exc}")
+            table.add_row(spec.name, spec.target, "?", "?", "?", "?", "[red]error (below)[/]", "")
     console.print(table)
+    for message in failed:
+        err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -332,7 +377,7 @@ def webhook(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    with prefect_api() as url:
+    with prefect_api(check=False) as url:  # the receiver answers 503 (retryable) while Prefect is away
         try:
             cfg = load_config(config)
             application = create_app(cfg, resolve_credentials(cfg))

@@ -1,11 +1,16 @@
 """Error taxonomy shared by every layer.
 
 The split mirrors kopf's table of retried API errors: only :class:`TransientError` is ever retried
-(connection errors, timeouts, 5xx). Everything else fails at once with a message that names what
+(connection errors, request timeouts, 5xx). A bounded wait that runs out (:class:`ConvergenceTimeout`)
+is not a transient error: it is never retried. Everything else fails at once with a message that names what
 was wrong, so a retried task never repeats a write that was refused for a reason.
 """
 
 from __future__ import annotations
+
+import re
+
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
 
 
 class ScalewiseError(Exception):
@@ -14,6 +19,24 @@ class ScalewiseError(Exception):
 
 class TransientError(ScalewiseError):
     """The orchestrator or a metric source could not be reached or answered 5xx/timeout: retry."""
+
+
+class UnreachableError(TransientError):
+    """A server (the Docker engine, the Kubernetes apiserver, Prometheus, Prefect) did not answer at all.
+
+    The message names the server, the address it was looked for at and how to start one or point to
+    another: ``<what>: Docker engine unreachable at unix:///var/run/docker.sock (<detail>): <hint>``.
+    """
+
+    def __init__(self, server: str, address: str, hint: str, detail: str = "", what: str = "") -> None:
+        self.server = server
+        self.address = address
+        self.hint = hint
+        errno = _ERRNO_RE.search(detail)
+        detail = errno.group(0) if errno else detail  # "[Errno 111] Connection refused", not the SDK's wrapping
+        head = f"{what}: " if what else ""
+        tail = f" ({detail[:300]})" if detail else ""
+        super().__init__(f"{head}{server} unreachable at {address}{tail}: {hint}")
 
 
 class PermanentError(ScalewiseError):
@@ -63,8 +86,12 @@ class RolloutFailed(ScalewiseError):
         super().__init__(f"rolling update of {workload!r} failed: {reason}{tail}")
 
 
-class ConvergenceTimeout(TransientError):
-    """The workload did not reach the desired state within the bounded wait."""
+class ConvergenceTimeout(ScalewiseError):
+    """The workload did not reach the desired state within the bounded wait.
+
+    Never transient, never retried: a wait carries its own deadline, and retrying it would multiply
+    that bound. Transient read errors inside a wait are absorbed by the wait loop until its deadline.
+    """
 
 
 class StaleObservation(PermanentError):

@@ -244,17 +244,98 @@ def parse_workload(data: Any, source: str = "<spec>") -> WorkloadSpec:
         raise spec_error_from_validation(source, exc) from None
 
 
-def _load_file(path: Path) -> list[WorkloadSpec]:
+# ----------------------------------------------------------------------------- strict YAML
+
+#: Values a YAML file may expand to once aliases are followed (an alias bomb stops here).
+MAX_YAML_VALUES = 100_000
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice (YAML 1.2 forbids it; PyYAML keeps the last one)."""
+
+    def __init__(self, key: Any, mark: yaml.Mark, first: yaml.Mark) -> None:
+        self.key = key
+        super().__init__(None, None, f"duplicate key at line {mark.line + 1} (first at line {first.line + 1})", mark)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a duplicate key (merge keys ``<<`` may still
+    be overridden: that is what they are for)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # unhashable: the base constructor names it
+                if first is not None:
+                    raise DuplicateKeyError(key, key_node.start_mark, first)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_values(docs: list[Any], source: str) -> None:
+    """Refuse documents that expand past MAX_YAML_VALUES values (aliases counted at every use)."""
+    stack: list[Any] = list(docs)
+    count = 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise SpecError(source, "", f"too large: more than {MAX_YAML_VALUES} values once aliases are expanded")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+
+
+def parse_yaml(text: str, source: str) -> list[Any]:
+    """Every document of ``text`` (empty ones dropped), loaded with :class:`StrictLoader`.
+
+    Any failure is a :class:`SpecError` naming ``source``: a syntax error (with its line), a
+    duplicate key (named, with both lines), a value YAML cannot build, nesting too deep, an alias bomb.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=StrictLoader) if d is not None]
+    except DuplicateKeyError as exc:
+        raise SpecError(source, str(exc.key), str(exc.problem)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(str(path), "", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise SpecError(source, "", f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise SpecError(source, "", "not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp like 2024-13-45
+        raise SpecError(source, "", f"not valid YAML: {exc}") from None
+    _count_values(docs, source)
+    return docs
+
+
+def read_yaml(path: Path, source: str | None = None) -> list[Any]:
+    """Read ``path`` as UTF-8 and :func:`parse_yaml` it; every failure is a SpecError naming the file."""
+    where = source or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(where, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            where, "", f"not UTF-8: byte 0x{raw[exc.start]:02x} at line {line} (offset {exc.start})"
+        ) from None
+    return parse_yaml(text, where)
+
+
+def _load_file(path: Path) -> list[WorkloadSpec]:
+    docs = read_yaml(path)
     specs: list[WorkloadSpec] = []
     for index, doc in enumerate(docs):
         if isinstance(doc, dict) and "workloads" in doc and set(doc) == {"workloads"}:

@@ -7,7 +7,10 @@ Each test gets a fresh namespace; the progress deadline is short so a broken rol
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,20 @@ from tests.support.targets import TargetHarness, spec_factory
 IMAGE_NEVER_READY = "scalewise/busybox:never-ready"
 #: Roomy for a loaded 2-core machine (a KWOK rollout is seconds); only the broken-image cases wait it out.
 PROGRESS_DEADLINE_S = 30
+
+
+def kube_config(cluster: ControlPlane) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(cluster.kubeconfig.read_text())
+    return config
+
+
+def routed_kubeconfig(cluster: ControlPlane, address: str) -> Path:
+    """A copy of the cluster's kubeconfig whose server is ``https://<address>`` (a proxy in front)."""
+    config = kube_config(cluster)
+    config["clusters"][0]["cluster"]["server"] = f"https://{address}"
+    path = cluster.kubeconfig.with_name(f"kubeconfig-via-{address.replace(':', '-')}")
+    path.write_text(json.dumps(config))
+    return path
 
 
 @pytest.fixture
@@ -49,6 +66,8 @@ def kubernetes_target(kube_cluster: ControlPlane) -> Iterator[TargetHarness]:
         fetch=None,
         created=created,
         broken_image=IMAGE_NEVER_READY,
+        upstream=str(kube_config(kube_cluster)["clusters"][0]["cluster"]["server"]).removeprefix("https://"),
+        route_env=lambda address: {"KUBECONFIG": str(routed_kubeconfig(kube_cluster, address))},
     )
     try:
         yield harness

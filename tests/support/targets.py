@@ -7,6 +7,7 @@ factory named (the fixture calls it in its finalizer, tests may call it early). 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,16 @@ class TargetHarness:
     created: list[WorkloadSpec] = field(default_factory=list)
     #: An image whose replicas never become healthy on this target (the failed-update case).
     broken_image: str = IMAGE_BROKEN
+    #: Where ``orchestrators.for_target`` connects (``unix:///path`` or ``host:port``) ...
+    upstream: str = field(default_factory=lambda: docker_upstream())
+    #: ... and the environment that makes it connect to ``host:port`` instead (a fault proxy).
+    route_env: Callable[[str], dict[str, str]] = field(default=lambda address: {"DOCKER_HOST": f"tcp://{address}"})
+
+
+def docker_upstream() -> str:
+    """The Docker engine the SDK's ``from_env`` reaches (DOCKER_HOST, else the default socket)."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return host.removeprefix("tcp://")
 
 
 def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Callable[..., WorkloadSpec]:

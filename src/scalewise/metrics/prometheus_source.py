@@ -120,7 +120,15 @@ class PrometheusSource:
         except requests.exceptions.Timeout as exc:
             return MetricReading.failure(name, self._clock(), "timeout", _short(exc))
         except requests.exceptions.RequestException as exc:
-            return MetricReading.failure(name, self._clock(), _request_error_code(exc), _short(exc))
+            code = _request_error_code(exc)
+            detail = _short(exc)
+            if code == "connection" and not isinstance(exc, requests.exceptions.SSLError):
+                # No answer at all: say where we looked and how to point elsewhere.
+                detail = (
+                    f"Prometheus unreachable at {self.url} ({detail[:200]}): start it, or set"
+                    " SCALEWISE_PROMETHEUS_URL to a running server"
+                )
+            return MetricReading.failure(name, self._clock(), code, detail)
         except PrometheusApiClientException as exc:
             text = str(exc)
             code = "bad_query" if re.search(r"Status Code (400|422)\b", text) else "http"

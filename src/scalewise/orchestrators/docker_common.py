@@ -8,8 +8,8 @@ Error mapping (kopf-style; only ``TransientError`` is ever retried)
 ==========================================================  =====================================
 What the SDK raised                                         What the adapter raises
 ==========================================================  =====================================
-``requests`` ConnectionError / Timeout (connect or read)    TransientError
-``DockerException`` wrapping a connection error             TransientError
+``requests`` ConnectionError / Timeout (connect or read)    UnreachableError (a TransientError
+``DockerException`` wrapping a connection error             naming DOCKER_HOST and how to start one)
 (e.g. the engine cannot be reached when the client is
 created)
 APIError whose message says "update out of sequence"        ConflictError
@@ -31,6 +31,7 @@ or SDK failure that is not an HTTP answer as the engine being unreachable (``bro
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,11 +41,13 @@ import requests.exceptions
 
 from scalewise.errors import (
     ConflictError,
+    ConvergenceTimeout,
     ForbiddenError,
     NotFoundError,
     PermanentError,
     ScalewiseError,
     TransientError,
+    UnreachableError,
 )
 from scalewise.model import ConvergeResult, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
@@ -82,10 +85,24 @@ def is_connection_error(exc: BaseException | None) -> bool:
     return False
 
 
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def unreachable(what: str, exc: BaseException) -> UnreachableError:
+    """The engine did not answer: name where it was looked for and how to start one."""
+    return UnreachableError(
+        "Docker engine",
+        os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
+        "start it with scripts/start-docker.sh, or set DOCKER_HOST to a running engine",
+        detail=str(exc),
+        what=what,
+    )
+
+
 def map_docker_error(exc: BaseException, what: str, *, broad_transient: bool = False) -> ScalewiseError:
     """Translate an SDK/transport exception into the scalewise taxonomy (see the module table)."""
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return TransientError(f"{what}: Docker engine unreachable: {exc}")
+        return unreachable(what, exc)
     if isinstance(exc, docker.errors.ImageNotFound):
         return PermanentError(f"{what}: image not found: {exc.explanation or exc}")
     if isinstance(exc, docker.errors.APIError):
@@ -107,12 +124,12 @@ def map_docker_error(exc: BaseException, what: str, *, broad_transient: bool = F
     if isinstance(exc, docker.errors.DockerException):
         # The SDK raises a bare DockerException when it cannot even fetch the API version.
         if broad_transient or is_connection_error(exc.__cause__ or exc.__context__) or "Connection" in str(exc):
-            return TransientError(f"{what}: Docker engine unreachable: {exc}")
+            return unreachable(what, exc)
         return PermanentError(f"{what}: {exc}")
     if is_connection_error(exc) or (
         broad_transient and isinstance(exc, requests.exceptions.RequestException | OSError)
     ):
-        return TransientError(f"{what}: Docker engine unreachable: {exc}")
+        return unreachable(what, exc)
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
 
 
@@ -138,23 +155,38 @@ def poll_converged(
     """The loop of ``wait_converged``: ``read`` (each state goes to ``on_progress``) until
     ``settled(state, elapsed)`` returns a result; past ``start + timeout_s`` a ``timeout`` result
     whose detail is ``after <timeout_s>s: <progress(state)>``. Sleeps ``poll_s`` between reads,
-    never past the deadline. What counts as settled is each adapter's own."""
+    never past the deadline. What counts as settled is each adapter's own.
+
+    A read that fails with a :class:`TransientError` (the engine restarting, a dropped connection)
+    is absorbed until the deadline: the wait is bounded by its own limit and never retried. If no
+    read succeeded by then, :class:`ConvergenceTimeout` names the last error."""
     deadline = start + max(0.0, timeout_s)
+    state: WorkloadState | None = None
     while True:
-        state = read()
-        if on_progress is not None:
-            on_progress(state)
+        failure: TransientError | None = None
+        try:
+            state = read()
+        except TransientError as exc:
+            failure = exc
         elapsed = time.monotonic() - start
-        result = settled(state, elapsed)
-        if result is not None:
-            return result
+        if failure is None and state is not None:
+            if on_progress is not None:
+                on_progress(state)
+            result = settled(state, elapsed)
+            if result is not None:
+                return result
         now = time.monotonic()
         if now >= deadline:
+            if state is None:
+                raise ConvergenceTimeout(
+                    f"no state read within {timeout_s:g}s" + (f" (last error: {failure})" if failure else "")
+                )
+            last_error = f"; last read failed: {failure}" if failure is not None else ""
             return ConvergeResult(
                 converged=False,
                 state=state,
                 reason="timeout",
-                detail=f"after {timeout_s:g}s: {progress(state)}",
+                detail=f"after {timeout_s:g}s: {progress(state)}{last_error}",
                 elapsed_s=elapsed,
             )
         time.sleep(max(0.0, min(poll_s, deadline - now)))

@@ -766,6 +766,8 @@ class EngineOrchestrator:
                         info = self.api.inspect_container(cid)
                 except NotFoundError:
                     raise _RolloutError(f"new container {cid[:12]} disappeared") from None
+                except TransientError:
+                    continue  # the engine blinked: absorbed until this wait's own deadline
                 name = str(info.get("Name", cid[:12])).lstrip("/")
                 st = info.get("State") or {}
                 status = st.get("Status")

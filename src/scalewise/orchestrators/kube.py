@@ -55,10 +55,10 @@ Error mapping (kopf-style; only ``TransientError`` is ever retried)
 ==========================================================  =====================================
 What the SDK raised                                         What the adapter raises
 ==========================================================  =====================================
-urllib3 ``HTTPError`` (MaxRetryError, NewConnectionError,   TransientError
-ProtocolError, Read/ConnectTimeoutError), ``OSError``
-(connection refused/reset, SSL EOF during a restart)
-``ApiException`` without a status (no HTTP answer)          TransientError
+urllib3 ``HTTPError`` (MaxRetryError, NewConnectionError,   UnreachableError (a TransientError
+ProtocolError, Read/ConnectTimeoutError), ``OSError``       naming the apiserver address and
+(connection refused/reset, SSL EOF during a restart)        KUBECONFIG)
+``ApiException`` without a status (no HTTP answer)          UnreachableError
 ``ApiException`` 5xx, 429 (throttled), 410 (Gone)           TransientError
 ``ApiException`` 404                                        NotFoundError
 ``ApiException`` 409 (stale resourceVersion, exists)        ConflictError
@@ -90,8 +90,9 @@ Waiting
 -------
 ``wait_converged`` polls ``read`` until the rollout is ``complete`` with ready == desired
 (``converged``), the controller reports ProgressDeadlineExceeded (``deadline_exceeded``), or the
-bound passes (``timeout``). Transient errors (an apiserver restart) are tolerated until the bound;
-if the last read failed the TransientError is raised so the caller's retry policy decides.
+bound passes (``timeout``, with the last error if the last read failed). Transient errors (an
+apiserver restart) are absorbed until the bound; if no read succeeded at all the wait raises
+:class:`ConvergenceTimeout` (never transient: a wait is bounded by its own limit, not retried).
 """
 
 from __future__ import annotations
@@ -115,11 +116,13 @@ from kubernetes.config.config_exception import ConfigException
 
 from scalewise.errors import (
     ConflictError,
+    ConvergenceTimeout,
     ForbiddenError,
     NotFoundError,
     OwnershipError,
     PermanentError,
     TransientError,
+    UnreachableError,
 )
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
@@ -161,7 +164,18 @@ def _server_message(exc: ApiException) -> str:
     return str(exc.reason or "no message")
 
 
-def map_api_error(exc: BaseException, verb: str, resource: str, namespace: str, name: str = "") -> Exception:
+def unreachable(what: str, server: str, detail: str) -> UnreachableError:
+    """The apiserver did not answer: name it, the kubeconfig it came from and what to do."""
+    config = os.environ.get("KUBECONFIG") or "~/.kube/config"
+    return UnreachableError(
+        "Kubernetes apiserver", server or "(unknown address)",
+        f"start the cluster, or set KUBECONFIG (now {config}) to one that is running", detail=detail, what=what,
+    )
+
+
+def map_api_error(
+    exc: BaseException, verb: str, resource: str, namespace: str, name: str = "", server: str = ""
+) -> Exception:
     """Translate an SDK/transport exception into the scalewise taxonomy (see the module table)."""
     obj = f"{resource} {namespace}/{name}" if name else f"{resource} in namespace {namespace}"
     what = f"kubernetes {obj}: {verb}"
@@ -169,7 +183,7 @@ def map_api_error(exc: BaseException, verb: str, resource: str, namespace: str, 
         status = int(exc.status or 0)
         message = _server_message(exc)
         if status == 0:
-            return TransientError(f"{what}: apiserver unreachable: {message}")
+            return unreachable(what, server, message)
         if status >= 500 or status in (429, 410):
             return TransientError(f"{what}: apiserver answered {status}: {message}")
         if status == 404:
@@ -191,16 +205,16 @@ def map_api_error(exc: BaseException, verb: str, resource: str, namespace: str, 
             return ForbiddenError(f"forbidden: cannot {verb} {resource} in namespace {namespace} ({status}: {message})")
         return PermanentError(f"{what}: refused ({status}): {message}")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-        return TransientError(f"{what}: apiserver unreachable: {type(exc).__name__}: {exc}")
+        return unreachable(what, server, f"{type(exc).__name__}: {exc}")
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
 
 
 @contextmanager
-def _mapped(verb: str, resource: str, namespace: str, name: str = "") -> Iterator[None]:
+def _mapped(verb: str, resource: str, namespace: str, name: str = "", server: str = "") -> Iterator[None]:
     try:
         yield
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise map_api_error(exc, verb, resource, namespace, name) from exc
+        raise map_api_error(exc, verb, resource, namespace, name, server) from exc
 
 
 # --------------------------------------------------------------------------- helpers
@@ -327,7 +341,7 @@ class KubernetesOrchestrator:
     def _call(
         self, verb: str, resource: str, namespace: str, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> dict[str, Any]:
-        with _mapped(verb, resource, namespace, name):
+        with _mapped(verb, resource, namespace, name, str(self.api_client.configuration.host or "")):
             resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
             data = resp.data
         if not data:
@@ -843,8 +857,12 @@ class KubernetesOrchestrator:
                     )
             now = time.monotonic()
             if now >= deadline:
-                if failure is not None or state is None:
-                    raise failure or TransientError(f"kubernetes {spec.name!r}: no state read within {timeout_s:g}s")
+                if state is None:
+                    raise ConvergenceTimeout(
+                        f"kubernetes {spec.name!r}: no state read within {timeout_s:g}s"
+                        + (f" (last error: {failure})" if failure is not None else "")
+                    )
+                last_error = f"; last read failed: {failure}" if failure is not None else ""
                 return ConvergeResult(
                     converged=False,
                     state=state,
@@ -852,6 +870,7 @@ class KubernetesOrchestrator:
                     detail=(
                         f"after {timeout_s:g}s: desired {state.desired_replicas}, ready {state.ready_replicas},"
                         f" updated {state.updated_replicas} ({state.update_state}: {state.message or '-'})"
+                        f"{last_error}"
                     ),
                     elapsed_s=elapsed,
                 )

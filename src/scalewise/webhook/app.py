@@ -256,9 +256,27 @@ class Planned:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"duplicate key {key!r}")
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a repeated key (``json`` would keep the last one silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        raise Problem(400, f"malformed JSON: duplicate key {exc.key[:100]!r}", exc.key[:100], "malformed") from None
     except (ValueError, RecursionError) as exc:
         raise Problem(400, f"malformed JSON: {str(exc)[:200]}", None, "malformed") from None
 

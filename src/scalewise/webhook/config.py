@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +24,7 @@ from pydantic import (
 )
 
 from scalewise.errors import SpecError
-from scalewise.spec import check_image, spec_error_from_validation
+from scalewise.spec import check_image, read_yaml, spec_error_from_validation
 
 CONFIG_ENV = "SCALEWISE_WEBHOOK_CONFIG"
 
@@ -271,12 +270,7 @@ def load_config(path: str | Path | None = None) -> WebhookConfig:
     if not where:
         raise SpecError("webhook config", "", f"no config file: pass --config or set {CONFIG_ENV}")
     file = Path(where)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(str(file), "", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(str(file), "", f"not valid YAML: {exc}") from None
-    return parse_config(data, str(file))
+    docs = read_yaml(file)  # strict: duplicate keys, bad bytes, alias bombs are SpecErrors naming the file
+    if len(docs) > 1:
+        raise SpecError(str(file), "", f"expected one YAML document, found {len(docs)}")
+    return parse_config(docs[0] if docs else None, str(file))
