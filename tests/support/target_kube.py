@@ -7,12 +7,14 @@ Each test gets a fresh namespace; the progress deadline is short so a broken rol
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from scalewise.errors import ScalewiseError
-from scalewise.orchestrators.kube import KubernetesOrchestrator
+from scalewise.orchestrators.kube import LABEL_NAME, KubernetesOrchestrator
 from scalewise.spec import WorkloadSpec
 from tests.support.kube import ControlPlane
 from tests.support.targets import TargetHarness, spec_factory
@@ -21,6 +23,19 @@ from tests.support.targets import TargetHarness, spec_factory
 IMAGE_NEVER_READY = "scalewise/busybox:never-ready"
 #: Roomy for a loaded 2-core machine (a KWOK rollout is seconds); only the broken-image cases wait it out.
 PROGRESS_DEADLINE_S = 30
+
+
+def pod_env(kube_cluster: ControlPlane, spec: WorkloadSpec) -> list[dict[str, str]]:
+    """The env of the first container of each live (not terminating) pod of ``spec``."""
+    out = kube_cluster.kubectl(
+        "get", "pods", "-n", spec.kubernetes.namespace, "-l", f"{LABEL_NAME}={spec.name}", "-o", "json"
+    )
+    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    return [
+        {e["name"]: e.get("value", "") for e in p["spec"]["containers"][0].get("env") or []}
+        for p in items
+        if not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 @pytest.fixture
@@ -49,6 +64,7 @@ def kubernetes_target(kube_cluster: ControlPlane) -> Iterator[TargetHarness]:
         fetch=None,
         created=created,
         broken_image=IMAGE_NEVER_READY,
+        live_env=lambda spec: pod_env(kube_cluster, spec),
     )
     try:
         yield harness

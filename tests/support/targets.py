@@ -7,6 +7,7 @@ factory named (the fixture calls it in its finalizer, tests may call it early). 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ class TargetHarness:
     created: list[WorkloadSpec] = field(default_factory=list)
     #: An image whose replicas never become healthy on this target (the failed-update case).
     broken_image: str = IMAGE_BROKEN
+    #: The environment each live replica of ``spec`` runs with (containers, or the simulated pods'
+    #: specs on Kubernetes), read around the adapter.
+    live_env: Callable[[WorkloadSpec], list[dict[str, str]]] | None = None
 
 
 def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Callable[..., WorkloadSpec]:
@@ -115,6 +119,17 @@ def serve(harness: TargetHarness) -> Iterator[TargetHarness]:
 def docker_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI (output captured as text)."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def docker_env(container_ids: Iterable[str]) -> list[dict[str, str]]:
+    """The environment of each container (``docker inspect``), as a dict."""
+    out: list[dict[str, str]] = []
+    for cid in container_ids:
+        proc = docker_cli("inspect", "--format", "{{json .Config.Env}}", cid)
+        assert proc.returncode == 0, proc.stderr
+        pairs = json.loads(proc.stdout) or []
+        out.append(dict(p.split("=", 1) for p in pairs))
+    return out
 
 
 def docker_exec_fetch(container_ids: Iterable[str]) -> list[str]:
