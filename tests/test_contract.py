@@ -19,7 +19,7 @@ from scalewise.orchestrators.base import Orchestrator
 from scalewise.revisions import plan_rollback, same_spec
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
-from tests.support.targets import TargetHarness
+from tests.support.targets import TargetHarness, roll_back
 
 TARGETS = ["swarm", "docker", "kubernetes"]
 WAIT_S = 90.0
@@ -43,12 +43,6 @@ def deployed(target: TargetHarness, replicas: int = 1, image: str = IMAGE_V1, **
     target.orchestrator.apply(spec)
     converge(target.orchestrator, spec)
     return spec
-
-
-def roll_back(orch: Orchestrator, spec: WorkloadSpec, to_revision: int | None = None) -> WorkloadState:
-    """What the rollback flow does: plan once from what the target reports, then execute that plan."""
-    plan = plan_rollback(orch.read(spec), orch.revisions(spec), to_revision)
-    return operations.rollback(orch, spec, plan).after
 
 
 def allowed_unavailable(spec: WorkloadSpec, desired: int) -> int:

@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from scalewise import operations
 from scalewise.errors import ScalewiseError
+from scalewise.model import WorkloadState
 from scalewise.orchestrators.base import Orchestrator
+from scalewise.revisions import plan_rollback
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, unique_name
 
@@ -36,6 +39,12 @@ class TargetHarness:
     #: The environment each live replica of ``spec`` runs with (containers, or the simulated pods'
     #: specs on Kubernetes), read around the adapter.
     live_env: Callable[[WorkloadSpec], list[dict[str, str]]] | None = None
+
+
+def roll_back(orch: Orchestrator, spec: WorkloadSpec, to_revision: int | None = None) -> WorkloadState:
+    """What the rollback flow does: plan once from what the target reports, then execute that plan."""
+    plan = plan_rollback(orch.read(spec), orch.revisions(spec), to_revision)
+    return operations.rollback(orch, spec, plan).after
 
 
 def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Callable[..., WorkloadSpec]:

@@ -18,8 +18,8 @@ Replica containers are named ``<workload>-r<revision>-<slot>-<random>`` and carr
                            ports, labels, health check, grace period; not image/replicas)
 ``scalewise.slot``         replica slot ``1..n`` (scale out fills the lowest free slots)
 ``scalewise.desired``      desired replica count when the container was created
-``scalewise.revisions``    JSON history ``[{"n", "image", "at", "h"}]``, newest last, capped
-                           at :data:`MAX_REVISIONS` (same format as the Swarm adapter: ``history.py``)
+``scalewise.revisions``    history: every revision's whole rendered spec and hash, newest last,
+                           capped at :data:`MAX_REVISIONS` (``history.py``, as on Swarm)
 ``scalewise.healthcheck``  ``true`` when the container has a Docker health check
 =========================  ===========================================================
 

@@ -28,17 +28,16 @@ Writes
   again (bounded), which is the intended behaviour for an optimistic lock.
 - ``update_image``: a strategic merge patch of the container image with the ``resourceVersion``
   precondition.
-- ``rollback`` (Deployment), like ``kubectl rollout undo``: the pod template of the ReplicaSet with
-  the previous (or named) ``deployment.kubernetes.io/revision`` (or whose
-  ``deployment.kubernetes.io/revision-history`` lists it) is put back on the Deployment minus the
-  ``pod-template-hash`` label (a JSON merge patch that also removes keys the old template lacks,
-  with the ``resourceVersion`` precondition). The deployment controller then reuses that ReplicaSet
-  and gives it the next revision number. Called without ``expected_version``, a 409 on that write
-  (a controller's status update in between) re-reads and decides again, at most 3 times.
-  StatefulSets: the StatefulSet controller renumbers reused ControllerRevisions and keeps no
-  history of old numbers, so the adapter keeps its own history in
-  two annotations (``scalewise.io/revisions``, ``scalewise.io/revision``), written in the same
-  versioned patch as the image change, and a rollback restores that revision's image.
+- Revisions: the pod template carries ``scalewise.io/spec``, the whole rendered spec of that
+  revision (``scalewise.revisions.render_template``), so every ReplicaSet keeps its revision's spec;
+  ``revisions`` reads it back from the ReplicaSets (numbered by the deployment controller's
+  ``deployment.kubernetes.io/revision`` and ``revision-history``). StatefulSets: the StatefulSet
+  controller renumbers reused ControllerRevisions and keeps no history of old numbers, so the
+  adapter keeps its own history (whole specs, numbered by ``record_revision``) in two annotations
+  (``scalewise.io/revisions``, ``scalewise.io/revision``), written in the same versioned write.
+- ``apply_rollback`` executes a plan from ``plan_rollback``: it applies the planned revision's whole
+  spec (the versioned server-side apply above, re-rendered on 409). For a Deployment the controller
+  reuses that revision's ReplicaSet and numbers it anew, like ``kubectl rollout undo``.
 - ``remove``: delete with ``propagationPolicy=Background`` (the object is gone at once; the garbage
   collector removes ReplicaSets/Pods) plus the headless Service; idempotent.
 

@@ -51,13 +51,15 @@ restored workload as converged.
 Revision history
 ----------------
 Swarm itself only keeps ``PreviousSpec``. The adapter keeps its own history in two service labels:
-``scalewise.revisions`` (compact JSON list of ``{"n": int, "image": str, "at": iso-time}``, newest
-last, capped at :data:`MAX_REVISIONS`) and ``scalewise.revision`` (the current number). Labels are
-part of the service spec, so history and image change in the same versioned write, survive adapter
-restarts and are read by any new adapter instance. ``rollback`` is a normal versioned update to an
-earlier revision's image that appends a *new* entry (like ``kubectl rollout undo``). When Swarm's
-own ``failure_action: rollback`` reverts a failed update, it restores the whole previous spec,
-labels included, so the history then no longer lists the failed revision.
+``scalewise.revisions`` (the format of ``history.py``: every entry carries the whole rendered spec of
+its revision and its hash, compressed past 2 KiB, newest last, capped at :data:`MAX_REVISIONS`) and
+``scalewise.revision`` (the current number). Numbering is ``scalewise.revisions.record_revision``:
+any write whose rendered spec differs (image, env, command, ports, health check, update settings)
+is a new revision. Labels are part of the service spec, so history and spec change in the same
+versioned write, survive adapter restarts and are read by any new adapter instance.
+``apply_rollback`` applies the planned revision's whole spec, a new entry (like ``kubectl rollout
+undo``). When Swarm's own ``failure_action: rollback`` reverts a failed update, it restores the whole
+previous spec, labels included, so the history then no longer lists the failed revision.
 """
 
 from __future__ import annotations
