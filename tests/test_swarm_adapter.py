@@ -98,6 +98,12 @@ def test_a_rollback_planned_before_another_write_is_refused(swarm_target: Target
     with pytest.raises(PermanentError, match="not 2 as planned"):
         operations.rollback(orch, spec, plan)
     assert orch.read(spec).version == moved.version
+    # A retried task whose first attempt already wrote the plan writes nothing the second time.
+    plan = plan_rollback(orch.read(spec), orch.revisions(spec), 1)
+    first = operations.rollback(orch, spec, plan)
+    again = operations.rollback(orch, spec, plan)
+    assert again.changed and again.after.version == first.after.version == orch.read(spec).version
+    assert [r.image for r in orch.revisions(spec)] == [IMAGE_V1, IMAGE_V2, IMAGE_V3, IMAGE_V1]
 
 
 class RacingSwarm(SwarmOrchestrator):

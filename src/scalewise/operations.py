@@ -90,15 +90,15 @@ def update_image(orch: Orchestrator, spec: WorkloadSpec, image: str) -> WriteOut
 def rollback(orch: Orchestrator, spec: WorkloadSpec, plan: RollbackPlan) -> WriteOutcome:
     """Execute ``plan`` (from :func:`~scalewise.revisions.plan_rollback`) exactly; never re-plans.
 
-    Repeatable: when the current revision already renders the plan's target (a retried task whose
-    first attempt wrote), nothing is written. When the workload moved on to another revision since
+    Repeatable: when a revision newer than the planned one already renders the plan's target (a
+    retried task whose first attempt wrote), nothing is written. When the workload moved on to another revision since
     the plan was made, PermanentError: plan again rather than roll back from somewhere else.
     """
     state = orch.read(spec)
     steps = plan.describe()
     current = next((r for r in orch.revisions(spec) if r.number == state.revision), None)
     if state.revision != plan.from_revision:
-        if current is not None and same_spec(current, plan.target):
+        if state.revision > plan.from_revision and current is not None and same_spec(current, plan.target):
             return WriteOutcome(state, state, True, "rollback", 0, steps)
         raise PermanentError(
             f"{spec.name}: now on revision {state.revision}, not {plan.from_revision} as planned;"
