@@ -7,7 +7,8 @@ from prefect import flow
 from flows.common import require_state, run_action, snapshot, timed
 from flows.params import Reason, Timeout, WorkloadName
 from scalewise.audit import ActionRecord, Snapshot, Trigger
-from scalewise.errors import ConvergenceTimeout, PermanentError
+from scalewise.errors import ConvergenceTimeout
+from scalewise.revisions import plan_rollback
 from scalewise.spec import WorkloadSpec
 from tasks.workload import apply_rollback, list_revisions, wait_until_ready
 
@@ -21,11 +22,11 @@ def rollback(
     timeout_s: Timeout = 180.0,
     trigger: Trigger | None = None,
 ) -> ActionRecord:
-    """Roll back to the previous revision, or to a named one (see `scalewise history`/`status`).
+    """Restore the whole spec of an earlier revision (see `scalewise history`/`status`).
 
     Args:
         workload: Name of a declared workload.
-        to_revision: Revision number to return to (default: the previous one).
+        to_revision: Revision to return to (default: the newest earlier one whose spec differs).
         reason: Why; recorded in the audit trail.
         dry_run: Compute and record the plan without writing.
         timeout_s: Bounded wait, seconds.
@@ -35,27 +36,14 @@ def rollback(
     def body(spec: WorkloadSpec, record: ActionRecord) -> None:
         state = require_state(spec)
         record.before = snapshot(state)
-        revisions = list_revisions(spec)
-        if to_revision is not None:
-            chosen = next((r for r in revisions if r.number == to_revision), None)
-            if chosen is None:
-                known = ", ".join(str(r.number) for r in revisions) or "none"
-                raise PermanentError(f"{spec.name} has no revision {to_revision} (known: {known})")
-        else:
-            older = [r for r in revisions if r.number < state.revision and r.image != state.image]
-            if not older:
-                raise PermanentError(f"{spec.name} has no earlier revision to roll back to")
-            chosen = older[-1]
-        record.plan = [f"roll back from revision {state.revision} ({state.image}) to {chosen.number} ({chosen.image})"]
-        record.reason_code = "rollback"
+        plan = plan_rollback(state, list_revisions(spec), to_revision)  # fails with the reason
+        record.plan, record.reason_code = plan.describe(), "rollback"
         if record.dry_run:
-            record.after = Snapshot(replicas=state.desired_replicas, image=chosen.image)
+            record.after = Snapshot(replicas=state.desired_replicas, image=plan.target.image)
             return
         t0 = time.monotonic()
-        outcome = apply_rollback(spec, to_revision)
+        apply_rollback(spec, plan)
         timed(record, "write_s", t0)
-        if not outcome.changed:
-            record.outcome = "noop"
         t1 = time.monotonic()
         result = wait_until_ready(spec, timeout_s)
         timed(record, "wait_s", t1)

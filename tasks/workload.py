@@ -13,6 +13,7 @@ from scalewise import operations, orchestrators
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.operations import WriteOutcome
 from scalewise.policy.manual import ScaleMode
+from scalewise.revisions import RollbackPlan
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, get_workload
 from tasks.retry import RETRYING, WAITING
@@ -61,8 +62,9 @@ def apply_image(spec: WorkloadSpec, image: str, timeout_s: float) -> tuple[Write
 
 
 @task(cache_policy=NO_CACHE, **RETRYING)
-def apply_rollback(spec: WorkloadSpec, to_revision: int | None) -> WriteOutcome:
-    return operations.rollback(orchestrators.for_target(spec.target), spec, to_revision)
+def apply_rollback(spec: WorkloadSpec, plan: RollbackPlan) -> WriteOutcome:
+    """Execute exactly ``plan`` (restore its revision's whole spec); repeatable."""
+    return operations.rollback(orchestrators.for_target(spec.target), spec, plan)
 
 
 @task(cache_policy=NO_CACHE, **WAITING)

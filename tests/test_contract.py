@@ -15,7 +15,7 @@ import time
 import pytest
 from prefect.states import State
 
-from scalewise import orchestrators
+from scalewise import operations, orchestrators
 from scalewise.errors import (
     ConflictError,
     ConvergenceTimeout,
@@ -27,10 +27,11 @@ from scalewise.errors import (
 from scalewise.local import LocalServer
 from scalewise.model import ConvergeResult, WorkloadState
 from scalewise.orchestrators.base import Orchestrator
+from scalewise.revisions import plan_rollback, same_spec
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
 from tests.support.faultproxy import fault_proxy
-from tests.support.targets import TargetHarness
+from tests.support.targets import TargetHarness, roll_back
 from tests.test_faults import task_run_counts
 
 TARGETS = ["swarm", "docker", "kubernetes"]
@@ -150,15 +151,16 @@ def test_rollback_returns_to_previous_image(target: TargetHarness) -> None:
     spec = deployed(target, replicas=1)
     orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
     on_v2 = converge(orch, spec)
-    state = orch.rollback(spec, expected_version=on_v2.version)
+    state = roll_back(orch, spec)
     assert state.image == IMAGE_V1
     assert state.revision > on_v2.revision
     final = converge(orch, spec)
     assert final.image == IMAGE_V1
     assert final.ready_replicas == final.updated_replicas == 1
-    # Already on the target image: a second rollback to revision 1 is a no-op.
-    again = orch.rollback(spec, to_revision=1)
-    assert again.version == final.version
+    # Already running revision 1's spec: a rollback to it could change nothing, so it is refused.
+    with pytest.raises(PermanentError, match="would change nothing"):
+        roll_back(orch, spec, to_revision=1)
+    assert orch.read(spec).version == final.version
     if target.fetch is not None:
         assert target.fetch(spec) == ["v1"]
 
@@ -174,13 +176,61 @@ def test_rollback_to_named_revision_after_two_updates(target: TargetHarness) -> 
     history = orch.revisions(spec)
     assert [r.image for r in history][-3:] == [IMAGE_V1, IMAGE_V2, IMAGE_V3]
     first = next(r for r in history if r.image == IMAGE_V1)
-    with pytest.raises(PermanentError, match="revision"):
-        orch.rollback(spec, to_revision=999)
-    state = orch.rollback(spec, to_revision=first.number)
+    with pytest.raises(PermanentError, match="unknown revision 999"):
+        roll_back(orch, spec, to_revision=999)
+    state = roll_back(orch, spec, to_revision=first.number)
     assert state.image == IMAGE_V1
     final = converge(orch, spec)
     assert final.image == IMAGE_V1
     assert final.revision > on_v3.revision
+
+
+def test_rollback_restores_the_whole_spec_of_the_planned_revision(target: TargetHarness) -> None:
+    """Issue 9: rev 1 (:1), rev 2 (:2), rev 3 (:2 plus env). The default rollback goes to rev 2 (the
+    newest earlier revision whose spec differs), recorded and executed alike; config comes back too."""
+    assert target.live_env is not None
+    orch = target.orchestrator
+    spec = deployed(target, replicas=1)
+    with pytest.raises(PermanentError, match="nothing to roll back to"):
+        plan_rollback(orch.read(spec), orch.revisions(spec), None)
+    orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
+    converge(orch, spec)
+    with_env = WorkloadSpec.model_validate(
+        {**spec.model_dump(), "image": IMAGE_V2, "env": {"GREETING": "hello"}}
+    )
+    orch.apply(with_env)
+    on_3 = converge(orch, with_env)
+    assert (on_3.image, on_3.revision) == (IMAGE_V2, 3)
+    assert [e.get("GREETING") for e in target.live_env(spec)] == ["hello"]
+    revisions = orch.revisions(spec)
+    assert [(r.number, r.image) for r in revisions] == [(1, IMAGE_V1), (2, IMAGE_V2), (3, IMAGE_V2)]
+    assert all(r.template is not None for r in revisions), revisions
+
+    planned = plan_rollback(on_3, revisions, None)  # what a dry run records
+    assert (planned.from_revision, planned.to_revision, planned.target.image) == (3, 2, IMAGE_V2)
+    assert planned.describe()[0] == f"roll back from revision 3 ({IMAGE_V2}) to 2 ({IMAGE_V2})"
+    assert any(c.startswith("env: ") for c in planned.changes), planned.changes
+    executed = plan_rollback(orch.read(spec), orch.revisions(spec), None)  # what the real run computes
+    assert executed == planned
+    outcome = operations.rollback(orch, spec, executed)
+    assert outcome.changed and outcome.plan == planned.describe()
+    back = converge(orch, spec)
+    assert back.image == IMAGE_V2 and back.revision > 3
+    assert [e.get("GREETING") for e in target.live_env(spec)] == [None]
+    current = next(r for r in orch.revisions(spec) if r.number == back.revision)
+    assert same_spec(current, revisions[1]) and current.template == revisions[1].template
+
+    # A named revision, any kept one: back to revision 1 (image and config).
+    state = roll_back(orch, spec, to_revision=1)
+    assert state.image == IMAGE_V1
+    assert converge(orch, spec).image == IMAGE_V1
+    assert [e.get("GREETING") for e in target.live_env(spec)] == [None]
+    if target.fetch is not None:
+        assert target.fetch(spec) == ["v1"]
+    # ... and forward again to revision 3, env included.
+    roll_back(orch, spec, to_revision=3)
+    assert converge(orch, spec).image == IMAGE_V2
+    assert [e.get("GREETING") for e in target.live_env(spec)] == ["hello"]
 
 
 def test_failed_update_is_rolled_back_without_losing_capacity(target: TargetHarness) -> None:
@@ -211,7 +261,7 @@ def test_failed_update_is_rolled_back_without_losing_capacity(target: TargetHarn
             assert not result.converged
             assert result.reason in ("rolled_back", "update_failed", "timeout", "deadline_exceeded"), result
             if result.reason != "rolled_back":
-                orch.rollback(spec)
+                roll_back(orch, spec, to_revision=before.revision)
                 result = orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.25)
                 assert result.converged, result
     finally:

@@ -133,11 +133,18 @@ def test_dockerd_connection_errors_are_retried(
 def test_permanent_errors_are_not_retried(swarm_workload: WorkloadSpec, prefect_server: LocalServer) -> None:
     from prefect import flow
 
+    from scalewise.model import Revision
+    from scalewise.revisions import RollbackPlan
     from tasks.workload import apply_rollback
+
+    stale = RollbackPlan(
+        workload=swarm_workload.name, from_revision=99, from_image=swarm_workload.image,
+        target=Revision(number=98, image=swarm_workload.image), changes=[],
+    )
 
     @flow(name="fault-permanent")
     def roll_back_to_unknown(spec: WorkloadSpec) -> None:
-        apply_rollback(spec, 99)  # the adapter refuses: no such revision (4xx-class)
+        apply_rollback(spec, stale)  # refused: the workload is not on revision 99 as planned
 
     state = roll_back_to_unknown(swarm_workload, return_state=True)
     assert state.is_failed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from flows.scale_in import scale_in
 from flows.scale_out import scale_out
 from scalewise import history, orchestrators
 from scalewise.audit import Trigger
-from scalewise.errors import NotFoundError, RolloutFailed, SpecError, StaleObservation
+from scalewise.errors import NotFoundError, PermanentError, RolloutFailed, SpecError, StaleObservation
 from scalewise.local import LocalServer
 from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, unique_name
 
@@ -192,3 +193,50 @@ def test_one_operation_per_workload_at_a_time(workload: str, monkeypatch: pytest
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(lock_name(workload))
     assert limit.limit == 1 and limit.active_slots == 0
+
+
+@pytest.mark.parametrize("target", ["docker", "swarm"])
+def test_rollback_records_and_does_one_plan(
+    target: str, docker_engine: None, prefect_server: LocalServer, workloads_dir: Path
+) -> None:
+    """Issue 9's scenario: rev 1 (:1), rev 2 (:2), rev 3 (:2 plus env). The dry run and the real run
+    record the same plan (back to rev 2), the real run does it (env gone), and a rollback that could
+    change nothing ends Failed with the reason."""
+    from tests.support.target_engine import replica_ids
+    from tests.support.target_swarm import running_task_containers
+    from tests.support.targets import docker_env
+
+    name = unique_name("rb")
+    doc = {**spec_doc(name), "target": target, "replicas": {"min": 1, "max": 4, "initial": 1}}
+    path = workloads_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+
+    def greetings() -> list[str | None]:
+        ids = replica_ids(name) if target == "docker" else running_task_containers(name)
+        return [env.get("GREETING") for env in docker_env(ids)]
+
+    try:
+        deploy(workload=name)
+        rolling_update(workload=name, image=IMAGE_V2)
+        path.write_text(yaml.safe_dump({**doc, "env": {"GREETING": "hello"}}))
+        deploy(workload=name, image=IMAGE_V2)
+        assert greetings() == ["hello"]
+
+        planned = rollback(workload=name, dry_run=True)
+        assert planned.outcome == "planned"
+        assert planned.plan[0] == f"roll back from revision 3 ({IMAGE_V2}) to 2 ({IMAGE_V2})"
+        assert any("env" in line for line in planned.plan[1:]), planned.plan
+        done = rollback(workload=name)
+        assert done.outcome == "succeeded" and done.plan == planned.plan
+        assert (done.after.image, done.after.revision) == (IMAGE_V2, 4)
+        assert greetings() == [None]
+
+        with pytest.raises(PermanentError, match="would change nothing"):
+            rollback(workload=name, to_revision=2)
+        last = history.fetch(name)[-1].record
+        assert last.operation == "rollback" and last.outcome == "failed"
+        assert last.error and "would change nothing" in last.error
+    finally:
+        with contextlib.suppress(Exception):
+            orchestrators.for_target(target).remove(_spec(name))
+        orchestrators.reset()

@@ -21,7 +21,7 @@ from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
 from tests.support.kube import ControlPlane, free_port
 from tests.support.target_kube import IMAGE_NEVER_READY
-from tests.support.targets import TargetHarness
+from tests.support.targets import TargetHarness, roll_back
 
 pytestmark = pytest.mark.kube
 WAIT_S = 60.0
@@ -103,7 +103,7 @@ def test_rollback_restores_the_whole_pod_template(
     changed = spec.model_copy(update={"image": IMAGE_V2, "env": {"MODE": "two"}, "command": ["sleep", "1d"]})
     orch.apply(changed)
     converge(orch, changed)
-    state = orch.rollback(spec)
+    state = roll_back(orch, spec)
     converge(orch, spec)
     live = json.loads(
         kube_cluster.kubectl("get", "deployment", spec.name, "-n", spec.kubernetes.namespace, "-o", "json").stdout
@@ -113,7 +113,7 @@ def test_rollback_restores_the_whole_pod_template(
     assert "env" not in container and "command" not in container, container
     assert "pod-template-hash" not in live["spec"]["template"]["metadata"]["labels"]
     with pytest.raises(PermanentError, match=r"unknown revision 42 \(known: .*1 .*2 "):
-        orch.rollback(spec, to_revision=42)
+        roll_back(orch, spec, to_revision=42)
 
 
 # ------------------------------------------------------------------ conflicts
@@ -175,20 +175,26 @@ class RacingPatch(KubernetesOrchestrator):
             )
         return super()._patch(spec, body, content_type)
 
+    def _server_side_apply(self, spec: WorkloadSpec, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.raced:
+            self.raced += 1
+            self.kube_cluster.kubectl(
+                "annotate", "deployment", spec.name, "-n", spec.kubernetes.namespace, "example.com/touched=yes"
+            )
+        return super()._server_side_apply(spec, body)
 
-def test_rollback_without_a_pinned_version_re_reads_on_409(
+
+def test_rollback_re_reads_on_409(
     kubernetes_target: TargetHarness, orch: KubernetesOrchestrator, kube_cluster: ControlPlane
 ) -> None:
     spec = deploy(kubernetes_target, replicas=1)
     orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
-    on_v2 = converge(orch, spec)
-    pinned = RacingPatch(orch, kube_cluster)
-    with pytest.raises(ConflictError):
-        pinned.rollback(spec, expected_version=on_v2.version)
-    assert orch.read(spec).image == IMAGE_V2
-    unpinned = RacingPatch(orch, kube_cluster)
-    state = unpinned.rollback(spec)
-    assert unpinned.raced == 1 and state.image == IMAGE_V1
+    converge(orch, spec)
+    # The rollback restores the planned revision's whole spec with a versioned apply; a 409 (another
+    # writer in between) re-reads and renders that same spec again, it never picks another revision.
+    racing = RacingPatch(orch, kube_cluster)
+    state = roll_back(racing, spec)
+    assert racing.raced == 1 and state.image == IMAGE_V1
     assert converge(orch, spec).image == IMAGE_V1
 
 
@@ -249,12 +255,13 @@ def test_statefulset_apply_scale_update_rollback_remove(
     converge(orch, spec, timeout_s=90)
     assert [(r.number, r.image) for r in orch.revisions(spec)] == [(1, IMAGE_V1), (2, IMAGE_V2), (3, IMAGE_V3)]
 
-    back = orch.rollback(spec, to_revision=1)
+    back = roll_back(orch, spec, to_revision=1)
     assert (back.image, back.revision) == (IMAGE_V1, 4)
     assert converge(orch, spec, timeout_s=90).image == IMAGE_V1
-    assert orch.rollback(spec, to_revision=1).version == orch.read(spec).version  # no-op
+    with pytest.raises(PermanentError, match="would change nothing"):  # already on revision 1's spec
+        roll_back(orch, spec, to_revision=1)
     with pytest.raises(PermanentError, match="unknown revision 9"):
-        orch.rollback(spec, to_revision=9)
+        roll_back(orch, spec, to_revision=9)
 
     orch.remove(spec)
     orch.remove(spec)

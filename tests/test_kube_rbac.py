@@ -21,6 +21,7 @@ from scalewise.orchestrators.kube import KubernetesOrchestrator
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, unique_name
 from tests.support.kube import ControlPlane
+from tests.support.targets import roll_back
 
 pytestmark = pytest.mark.kube
 RBAC_FILE = Path(__file__).resolve().parents[1] / "deployments" / "kubernetes" / "rbac.yaml"
@@ -138,9 +139,9 @@ def exercise(orch: KubernetesOrchestrator, kube_cluster: ControlPlane, namespace
     orch.update_image(dep, IMAGE_V2, orch.read(dep).version)
     converge(orch, dep)
     assert [r.image for r in orch.revisions(dep)] == [IMAGE_V1, IMAGE_V2]
-    orch.rollback(dep)
+    roll_back(orch, dep)
     converge(orch, dep)
-    orch.rollback(dep, to_revision=2)
+    roll_back(orch, dep, to_revision=2)
     converge(orch, dep)
     assert orch.read(dep).image == IMAGE_V2
     # The HPA check runs with the same token: an HPA (created by an admin) is seen and respected.
@@ -168,7 +169,7 @@ def exercise(orch: KubernetesOrchestrator, kube_cluster: ControlPlane, namespace
     converge(orch, sts)
     orch.update_image(sts, IMAGE_V2, orch.read(sts).version)
     converge(orch, sts)
-    orch.rollback(sts)
+    roll_back(orch, sts)
     converge(orch, sts)
     assert [r.image for r in orch.revisions(sts)] == [IMAGE_V1, IMAGE_V2, IMAGE_V1]
     orch.remove(sts)

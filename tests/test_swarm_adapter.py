@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -11,8 +10,10 @@ import docker
 import docker.errors
 import pytest
 
+from scalewise import operations
 from scalewise.errors import ConflictError, NotFoundError, PermanentError, TransientError
 from scalewise.orchestrators import create
+from scalewise.orchestrators.history import parse_history
 from scalewise.orchestrators.swarm import (
     LABEL_MANAGED,
     LABEL_REVISION,
@@ -22,8 +23,9 @@ from scalewise.orchestrators.swarm import (
     SwarmOrchestrator,
     map_docker_error,
 )
+from scalewise.revisions import plan_rollback
 from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
-from tests.support.targets import TargetHarness
+from tests.support.targets import TargetHarness, roll_back
 
 NS = 1_000_000_000
 
@@ -81,11 +83,27 @@ def test_concurrent_writer_between_read_and_write_conflicts(
         orch.set_replicas(spec, 2, observed.version)
     with pytest.raises(ConflictError):
         orch.update_image(spec, IMAGE_V2, observed.version)
-    with pytest.raises(ConflictError):
-        orch.rollback(spec, expected_version=observed.version)
     now = orch.read(spec)
     assert now.desired_replicas == 0
     assert now.image == IMAGE_V1
+
+
+def test_a_rollback_planned_before_another_write_is_refused(swarm_target: TargetHarness) -> None:
+    orch = swarm_target.orchestrator
+    spec = swarm_target.make_spec(replicas=0, healthcheck=False)
+    orch.apply(spec)
+    orch.update_image(spec, IMAGE_V2, orch.read(spec).version)
+    plan = plan_rollback(orch.read(spec), orch.revisions(spec), None)
+    moved = orch.update_image(spec, IMAGE_V3, orch.read(spec).version)
+    with pytest.raises(PermanentError, match="not 2 as planned"):
+        operations.rollback(orch, spec, plan)
+    assert orch.read(spec).version == moved.version
+    # A retried task whose first attempt already wrote the plan writes nothing the second time.
+    plan = plan_rollback(orch.read(spec), orch.revisions(spec), 1)
+    first = operations.rollback(orch, spec, plan)
+    again = operations.rollback(orch, spec, plan)
+    assert again.changed and again.after.version == first.after.version == orch.read(spec).version
+    assert [r.image for r in orch.revisions(spec)] == [IMAGE_V1, IMAGE_V2, IMAGE_V3, IMAGE_V1]
 
 
 class RacingSwarm(SwarmOrchestrator):
@@ -262,12 +280,12 @@ def test_history_survives_a_new_adapter_instance(swarm_target: TargetHarness) ->
         state = fresh.read(spec)
         assert state.revision == 3
         assert state.image == IMAGE_V3
-        back = fresh.rollback(spec)
+        back = roll_back(fresh, spec)
         assert back.image == IMAGE_V2
         assert back.revision == 4
         assert [r.image for r in fresh.revisions(spec)] == [IMAGE_V1, IMAGE_V2, IMAGE_V3, IMAGE_V2]
         with pytest.raises(PermanentError, match=r"known: 1 \(scalewise/busybox:1\)"):
-            fresh.rollback(spec, to_revision=42)
+            roll_back(fresh, spec, to_revision=42)
     finally:
         fresh.close()
 
@@ -287,10 +305,12 @@ def test_history_is_capped_and_stored_in_labels(
     assert history[0].number == 4
     labels = raw.api.inspect_service(spec.name)["Spec"]["Labels"]
     assert labels[LABEL_REVISION] == str(MAX_REVISIONS + 3)
-    stored = json.loads(labels[LABEL_REVISIONS])
-    assert [e["n"] for e in stored] == [r.number for r in history]
+    # 20 whole specs: stored compressed (history.py), every entry with its spec.
+    assert labels[LABEL_REVISIONS].startswith("z:")
+    stored = parse_history(labels[LABEL_REVISIONS])
+    assert stored == history and all(r.template is not None for r in stored)
     with pytest.raises(PermanentError, match="unknown revision 1"):
-        orch.rollback(spec, to_revision=1)
+        roll_back(orch, spec, to_revision=1)
 
 
 def test_paused_update_reports_update_failed_then_rollback_recovers(swarm_target: TargetHarness) -> None:
@@ -303,7 +323,7 @@ def test_paused_update_reports_update_failed_then_rollback_recovers(swarm_target
     assert (result.converged, result.reason) == (False, "update_failed"), result
     assert result.state.update_state == "paused"
     assert result.state.ready_replicas == 1, "start-first: the old replica keeps serving"
-    back = orch.rollback(spec)
+    back = roll_back(orch, spec)
     assert back.image == IMAGE_V1
     final = orch.wait_converged(spec, timeout_s=60, poll_s=0.25)
     assert final.converged, final

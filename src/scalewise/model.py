@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class Revision(BaseModel):
-    """One entry of a workload's rollout history, newest last."""
+    """One entry of a workload's rollout history, newest last.
+
+    ``template`` is the whole rendered spec of that revision (see :mod:`scalewise.revisions`) and
+    ``spec_hash`` its hash; both are ``None`` for entries written before revisions kept the spec
+    (those record only the image).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -16,6 +22,7 @@ class Revision(BaseModel):
     image: str
     created_at: datetime | None = None
     spec_hash: str | None = None
+    template: dict[str, Any] | None = None
 
 
 class WorkloadState(BaseModel):

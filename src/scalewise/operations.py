@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from scalewise.errors import ConflictError, RolloutFailed, SpecError
+from scalewise.errors import ConflictError, PermanentError, RolloutFailed, SpecError
 from scalewise.model import ConvergeResult, WorkloadState
 from scalewise.orchestrators.base import Orchestrator, ProgressFn
 from scalewise.policy.manual import ScaleMode, ScalePlan, plan_scale
+from scalewise.revisions import RollbackPlan, plan_rollback, same_spec
 from scalewise.spec import WorkloadSpec
 
 log = logging.getLogger(__name__)
@@ -86,24 +87,25 @@ def update_image(orch: Orchestrator, spec: WorkloadSpec, image: str) -> WriteOut
                 raise ConflictError(f"{spec.name}: kept changing during the update; gave up") from exc
 
 
-def rollback(orch: Orchestrator, spec: WorkloadSpec, to_revision: int | None) -> WriteOutcome:
-    conflicts = 0
-    first: WorkloadState | None = None
-    while True:
-        state = orch.read(spec)
-        first = first or state
-        try:
-            after = orch.rollback(spec, to_revision, state.version)
-            changed = after.image != state.image or after.revision != state.revision
-            what = f"revision {to_revision}" if to_revision is not None else "the previous revision"
-            return WriteOutcome(
-                first, after, changed, "rollback" if changed else "no_change", conflicts,
-                [f"roll back to {what}: image {state.image} -> {after.image}"],
-            )
-        except ConflictError as exc:
-            conflicts += 1
-            if conflicts >= MAX_REDECIDE:
-                raise ConflictError(f"{spec.name}: kept changing during the rollback; gave up") from exc
+def rollback(orch: Orchestrator, spec: WorkloadSpec, plan: RollbackPlan) -> WriteOutcome:
+    """Execute ``plan`` (from :func:`~scalewise.revisions.plan_rollback`) exactly; never re-plans.
+
+    Repeatable: when a revision newer than the planned one already renders the plan's target (a
+    retried task whose first attempt wrote), nothing is written. When the workload moved on to another revision since
+    the plan was made, PermanentError: plan again rather than roll back from somewhere else.
+    """
+    state = orch.read(spec)
+    steps = plan.describe()
+    current = next((r for r in orch.revisions(spec) if r.number == state.revision), None)
+    if state.revision != plan.from_revision:
+        if state.revision > plan.from_revision and current is not None and same_spec(current, plan.target):
+            return WriteOutcome(state, state, True, "rollback", 0, steps)
+        raise PermanentError(
+            f"{spec.name}: now on revision {state.revision}, not {plan.from_revision} as planned;"
+            " nothing written, plan the rollback again"
+        )
+    after = orch.apply_rollback(spec, plan)
+    return WriteOutcome(state, after, True, "rollback", 0, steps)
 
 
 def rolling_update(
@@ -127,8 +129,9 @@ def rolling_update(
         return outcome, result
     before_rev = outcome.before.revision
     current = orch.read(spec)
-    if current.image != outcome.before.image:
-        rollback(orch, spec, before_rev)
+    if current.revision != before_rev:
+        # The target did not revert on its own (Swarm's failure_action and the engine do).
+        rollback(orch, spec, plan_rollback(current, orch.revisions(spec), before_rev))
     restored = orch.wait_converged(spec, timeout_s, on_progress=on_progress)
     reason = f"{result.reason}: {result.detail}" if result.detail else result.reason
     if not restored.converged:

@@ -8,7 +8,15 @@ import pytest
 
 from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.spec import WorkloadSpec
-from tests.support.targets import TargetHarness, docker_cli, docker_exec_fetch, make_cleanup, serve, spec_factory
+from tests.support.targets import (
+    TargetHarness,
+    docker_cli,
+    docker_env,
+    docker_exec_fetch,
+    make_cleanup,
+    serve,
+    spec_factory,
+)
 
 
 def replica_ids(name: str, running_only: bool = True) -> list[str]:
@@ -52,5 +60,6 @@ def docker_target(docker_engine: None) -> Iterator[TargetHarness]:
             cleanup=make_cleanup(orchestrator, created, after_remove=force_remove),
             fetch=engine_fetch,
             created=created,
+            live_env=lambda spec: docker_env(replica_ids(spec.name)),
         )
     )

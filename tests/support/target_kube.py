@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scalewise.errors import ScalewiseError
-from scalewise.orchestrators.kube import KubernetesOrchestrator
+from scalewise.orchestrators.kube import LABEL_NAME, KubernetesOrchestrator
 from scalewise.spec import WorkloadSpec
 from tests.support.kube import ControlPlane
 from tests.support.targets import TargetHarness, spec_factory
@@ -38,6 +38,17 @@ def routed_kubeconfig(cluster: ControlPlane, address: str) -> Path:
     path = cluster.kubeconfig.with_name(f"kubeconfig-via-{address.replace(':', '-')}")
     path.write_text(json.dumps(config))
     return path
+def pod_env(kube_cluster: ControlPlane, spec: WorkloadSpec) -> list[dict[str, str]]:
+    """The env of the first container of each live (not terminating) pod of ``spec``."""
+    out = kube_cluster.kubectl(
+        "get", "pods", "-n", spec.kubernetes.namespace, "-l", f"{LABEL_NAME}={spec.name}", "-o", "json"
+    )
+    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    return [
+        {e["name"]: e.get("value", "") for e in p["spec"]["containers"][0].get("env") or []}
+        for p in items
+        if not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 @pytest.fixture
@@ -68,6 +79,7 @@ def kubernetes_target(kube_cluster: ControlPlane) -> Iterator[TargetHarness]:
         broken_image=IMAGE_NEVER_READY,
         upstream=str(kube_config(kube_cluster)["clusters"][0]["cluster"]["server"]).removeprefix("https://"),
         route_env=lambda address: {"KUBECONFIG": str(routed_kubeconfig(kube_cluster, address))},
+        live_env=lambda spec: pod_env(kube_cluster, spec),
     )
     try:
         yield harness

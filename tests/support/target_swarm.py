@@ -9,7 +9,7 @@ import pytest
 
 from scalewise.orchestrators.swarm import SwarmOrchestrator
 from scalewise.spec import WorkloadSpec
-from tests.support.targets import TargetHarness, docker_exec_fetch, make_cleanup, serve, spec_factory
+from tests.support.targets import TargetHarness, docker_env, docker_exec_fetch, make_cleanup, serve, spec_factory
 
 
 def running_task_containers(name: str) -> list[str]:
@@ -43,5 +43,6 @@ def swarm_target(docker_engine: None) -> Iterator[TargetHarness]:
             cleanup=make_cleanup(orchestrator, created),
             fetch=swarm_fetch,
             created=created,
+            live_env=lambda spec: docker_env(running_task_containers(spec.name)),
         )
     )

@@ -7,14 +7,18 @@ factory named (the fixture calls it in its finalizer, tests may call it early). 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from scalewise import operations
 from scalewise.errors import ScalewiseError
+from scalewise.model import WorkloadState
 from scalewise.orchestrators.base import Orchestrator
+from scalewise.revisions import plan_rollback
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, unique_name
 
@@ -37,12 +41,22 @@ class TargetHarness:
     upstream: str = field(default_factory=lambda: docker_upstream())
     #: ... and the environment that makes it connect to ``host:port`` instead (a fault proxy).
     route_env: Callable[[str], dict[str, str]] = field(default=lambda address: {"DOCKER_HOST": f"tcp://{address}"})
+    #: The environment each live replica of ``spec`` runs with (containers, or the simulated pods'
+    #: specs on Kubernetes), read around the adapter.
+    live_env: Callable[[WorkloadSpec], list[dict[str, str]]] | None = None
 
 
 def docker_upstream() -> str:
     """The Docker engine the SDK's ``from_env`` reaches (DOCKER_HOST, else the default socket)."""
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     return host.removeprefix("tcp://")
+
+
+
+def roll_back(orch: Orchestrator, spec: WorkloadSpec, to_revision: int | None = None) -> WorkloadState:
+    """What the rollback flow does: plan once from what the target reports, then execute that plan."""
+    plan = plan_rollback(orch.read(spec), orch.revisions(spec), to_revision)
+    return operations.rollback(orch, spec, plan).after
 
 
 def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Callable[..., WorkloadSpec]:
@@ -126,6 +140,17 @@ def serve(harness: TargetHarness) -> Iterator[TargetHarness]:
 def docker_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI (output captured as text)."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def docker_env(container_ids: Iterable[str]) -> list[dict[str, str]]:
+    """The environment of each container (``docker inspect``), as a dict."""
+    out: list[dict[str, str]] = []
+    for cid in container_ids:
+        proc = docker_cli("inspect", "--format", "{{json .Config.Env}}", cid)
+        assert proc.returncode == 0, proc.stderr
+        pairs = json.loads(proc.stdout) or []
+        out.append(dict(p.split("=", 1) for p in pairs))
+    return out
 
 
 def docker_exec_fetch(container_ids: Iterable[str]) -> list[str]:

@@ -9,8 +9,11 @@ Rules every adapter follows:
 - ``update_image`` starts a rolling update and returns; ``wait_converged`` waits for it (bounded).
   An adapter that performs the rollout itself (the plain engine has no rollout controller) may do it
   inline: it then returns the converged state, or restores the old revision and raises RolloutFailed.
-- ``rollback`` goes to the previous revision, or to a named one from ``revisions``; it is a no-op
-  returning the current state if the workload already runs that revision's image.
+- ``apply_rollback`` executes a :class:`~scalewise.revisions.RollbackPlan` computed by
+  :func:`~scalewise.revisions.plan_rollback`: it restores the whole recorded spec of the plan's target
+  revision (a new revision number, like ``kubectl rollout undo``). It never chooses a target itself.
+- Every write that changes the rendered spec records a revision with
+  :func:`~scalewise.revisions.record_revision` (the one numbering rule).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.revisions import RollbackPlan
 from scalewise.spec import WorkloadSpec
 
 ProgressFn = Callable[[WorkloadState], None]
@@ -43,9 +47,9 @@ class Orchestrator(Protocol):
 
     def update_image(self, spec: WorkloadSpec, image: str, expected_version: str) -> WorkloadState: ...
 
-    def rollback(
-        self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
-    ) -> WorkloadState: ...
+    def apply_rollback(self, spec: WorkloadSpec, plan: RollbackPlan) -> WorkloadState:
+        """Restore ``plan.target``'s whole recorded spec (replicas stay); returns the state after the write."""
+        ...
 
     def wait_converged(
         self,

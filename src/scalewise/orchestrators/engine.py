@@ -18,8 +18,8 @@ Replica containers are named ``<workload>-r<revision>-<slot>-<random>`` and carr
                            ports, labels, health check, grace period; not image/replicas)
 ``scalewise.slot``         replica slot ``1..n`` (scale out fills the lowest free slots)
 ``scalewise.desired``      desired replica count when the container was created
-``scalewise.revisions``    JSON history ``[{"n", "image", "at", "h"}]``, newest last, capped
-                           at :data:`MAX_REVISIONS` (same format as the Swarm adapter: ``history.py``)
+``scalewise.revisions``    history: every revision's whole rendered spec and hash, newest last,
+                           capped at :data:`MAX_REVISIONS` (``history.py``, as on Swarm)
 ``scalewise.healthcheck``  ``true`` when the container has a Docker health check
 =========================  ===========================================================
 
@@ -136,7 +136,8 @@ from scalewise.orchestrators.docker_common import (
     ROLE_REPLICA,
 )
 from scalewise.orchestrators.docker_common import ns as _ns
-from scalewise.orchestrators.history import MAX_REVISIONS, dump_history, parse_history, rollback_target
+from scalewise.orchestrators.history import MAX_REVISIONS, dump_history, parse_history
+from scalewise.revisions import RollbackPlan, record_revision, restore, spec_revision
 from scalewise.spec import WorkloadSpec
 
 LABEL_IMAGE = "scalewise.image"
@@ -805,11 +806,14 @@ class EngineOrchestrator:
         group = self._list(name)
         rec = group.record()
         new_hash = template_hash(spec)
-        new_rev = max([r.number for r in rec.history] + [b.revision for b in group.replicas] + [rec.revision]) + 1
-        history = [
-            *rec.history,
-            Revision(number=new_rev, image=image, created_at=datetime.now(UTC), spec_hash=new_hash),
-        ][-MAX_REVISIONS:]
+        # New containers always get a new number (it names them); the history keeps the whole spec.
+        history, new_rev = record_revision(
+            rec.history,
+            spec.with_image(image),
+            datetime.now(UTC),
+            at_least=max([b.revision for b in group.replicas] + [rec.revision]),
+            force_new=True,
+        )
         old = sorted((b for b in group.replicas if b.revision == rec.revision), key=lambda b: b.slot)
         desired = rec.desired
         stop_first = spec.update.order == "stop-first" or any(p.published for p in spec.ports)
@@ -910,7 +914,7 @@ class EngineOrchestrator:
                 self._ensure_image(spec.name, spec.image)
                 desired = spec.replicas.start if replicas is None else replicas
                 spec_hash = template_hash(spec)
-                history = [Revision(number=1, image=spec.image, created_at=datetime.now(UTC), spec_hash=spec_hash)]
+                history = [spec_revision(spec, 1, datetime.now(UTC))]
                 self._new_anchor(
                     spec,
                     group,
@@ -972,17 +976,12 @@ class EngineOrchestrator:
                 return self.read(spec)
             return self._rolling_update(target_spec, image, "update")
 
-    def rollback(
-        self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
-    ) -> WorkloadState:
-        with workload_lock(spec.name, LOCK_TIMEOUT_S):
-            self._checked(spec, expected_version)
-            self._reconcile(spec)
-            rec = self._list(spec.name).record()
-            target = rollback_target(rec.history, rec.revision, to_revision, f"docker workload {spec.name!r}")
-            if target.image == rec.image:
-                return self.read(spec)
-            return self._rolling_update(spec.with_image(target.image), target.image, "rollback")
+    def apply_rollback(self, spec: WorkloadSpec, plan: RollbackPlan) -> WorkloadState:
+        """Roll the containers over to the plan's target revision's whole spec (a new revision)."""
+        restored = restore(spec, plan.target)
+        with workload_lock(spec.name, restored.update.timeout + LOCK_TIMEOUT_S):
+            self._reconcile(restored)
+            return self._rolling_update(restored, restored.image, "rollback")
 
     def remove(self, spec: WorkloadSpec) -> None:
         with workload_lock(spec.name, LOCK_TIMEOUT_S):

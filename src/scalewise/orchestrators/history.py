@@ -1,21 +1,55 @@
-"""Revision history that scalewise keeps itself, for targets that keep none (or too little).
+"""How adapters store a revision history in a label or annotation (the model: ``scalewise.revisions``).
 
-Format: compact JSON list of ``{"n": int, "image": str, "at": iso-time, "h": spec hash}``, newest
-last, capped at :data:`MAX_REVISIONS` entries; ``at`` and ``h`` are optional. The adapters store it
-in a label (Swarm service, Docker containers) or an annotation. No SDK is imported here.
+Format: JSON list of ``{"n": int, "image": str, "at": iso-time, "h": spec hash, "t": template}``,
+newest last, capped at :data:`MAX_REVISIONS` entries; ``at``, ``h`` and ``t`` are optional (entries
+written before revisions kept the whole spec have no ``t``). When the JSON passes
+:data:`COMPRESS_OVER` characters it is stored as ``z:`` + base64 of its zlib compression, so 20
+whole specs stay well inside label and annotation size limits. No SDK is imported here.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import zlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from scalewise.errors import PermanentError
 from scalewise.model import Revision
+from scalewise.revisions import MAX_REVISIONS
 
-MAX_REVISIONS = 20
+COMPRESS_OVER = 2048
+_ZPREFIX = "z:"
+
+
+def _unpack(raw: str) -> str:
+    if raw.startswith(_ZPREFIX):
+        return zlib.decompress(base64.b64decode(raw[len(_ZPREFIX) :])).decode()
+    return raw
+
+
+def _pack(raw: str) -> str:
+    if len(raw) > COMPRESS_OVER:
+        return _ZPREFIX + base64.b64encode(zlib.compress(raw.encode(), 9)).decode()
+    return raw
+
+
+def dump_template(template: dict[str, Any]) -> str:
+    """One revision's template for a single annotation (Kubernetes pod templates carry it)."""
+    return _pack(json.dumps(template, separators=(",", ":"), sort_keys=True))
+
+
+def parse_template(raw: str | None) -> dict[str, Any] | None:
+    """The template :func:`dump_template` wrote; ``None`` when missing or malformed."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(_unpack(raw))
+    except (ValueError, TypeError, binascii.Error, zlib.error):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def parse_history(raw: str | None) -> list[Revision]:
@@ -24,23 +58,25 @@ def parse_history(raw: str | None) -> list[Revision]:
     if not raw:
         return result
     try:
-        for entry in json.loads(raw):
+        for entry in json.loads(_unpack(raw)):
             at = entry.get("at")
+            template = entry.get("t")
             result.append(
                 Revision(
                     number=int(entry["n"]),
                     image=str(entry["image"]),
                     created_at=datetime.fromisoformat(at) if at else None,
                     spec_hash=entry.get("h"),
+                    template=template if isinstance(template, dict) else None,
                 )
             )
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, zlib.error):
         return []
     return result
 
 
 def dump_history(history: Sequence[Revision]) -> str:
-    """The newest :data:`MAX_REVISIONS` of ``history`` as compact JSON."""
+    """The newest :data:`MAX_REVISIONS` of ``history`` (compressed past :data:`COMPRESS_OVER`)."""
     entries = []
     for rev in history[-MAX_REVISIONS:]:
         entry: dict[str, Any] = {"n": rev.number, "image": rev.image}
@@ -48,34 +84,10 @@ def dump_history(history: Sequence[Revision]) -> str:
             entry["at"] = rev.created_at.isoformat(timespec="seconds")
         if rev.spec_hash:
             entry["h"] = rev.spec_hash
+        if rev.template is not None:
+            entry["t"] = rev.template
         entries.append(entry)
-    return json.dumps(entries, separators=(",", ":"))
+    return _pack(json.dumps(entries, separators=(",", ":"), sort_keys=True))
 
 
-def append_revision(history: list[Revision], image: str, spec_hash: str | None = None) -> int:
-    """Append a new revision of ``image`` (number: highest known + 1, created now); its number."""
-    number = max(r.number for r in history) + 1
-    history.append(Revision(number=number, image=image, created_at=datetime.now(UTC), spec_hash=spec_hash))
-    return number
-
-
-def rollback_target(history: Sequence[Revision], current: int, to_revision: int | None, subject: str) -> Revision:
-    """The revision a rollback goes to: ``to_revision``, or else the newest one before ``current``.
-
-    Raises :class:`PermanentError` (prefixed with ``subject``) when there is no such revision.
-    """
-    if to_revision is None:
-        earlier = [r for r in history if r.number < current]
-        if not earlier:
-            raise PermanentError(
-                f"{subject}: no earlier revision to roll back to (known: {', '.join(str(r.number) for r in history)})"
-            )
-        return earlier[-1]
-    found = [r for r in history if r.number == to_revision]
-    if not found:
-        known = ", ".join(f"{r.number} ({r.image})" for r in history)
-        raise PermanentError(f"{subject}: unknown revision {to_revision} (known: {known})")
-    return found[0]
-
-
-__all__ = ["MAX_REVISIONS", "append_revision", "dump_history", "parse_history", "rollback_target"]
+__all__ = ["COMPRESS_OVER", "MAX_REVISIONS", "dump_history", "dump_template", "parse_history", "parse_template"]

@@ -28,17 +28,16 @@ Writes
   again (bounded), which is the intended behaviour for an optimistic lock.
 - ``update_image``: a strategic merge patch of the container image with the ``resourceVersion``
   precondition.
-- ``rollback`` (Deployment), like ``kubectl rollout undo``: the pod template of the ReplicaSet with
-  the previous (or named) ``deployment.kubernetes.io/revision`` (or whose
-  ``deployment.kubernetes.io/revision-history`` lists it) is put back on the Deployment minus the
-  ``pod-template-hash`` label (a JSON merge patch that also removes keys the old template lacks,
-  with the ``resourceVersion`` precondition). The deployment controller then reuses that ReplicaSet
-  and gives it the next revision number. Called without ``expected_version``, a 409 on that write
-  (a controller's status update in between) re-reads and decides again, at most 3 times.
-  StatefulSets: the StatefulSet controller renumbers reused ControllerRevisions and keeps no
-  history of old numbers, so the adapter keeps its own history in
-  two annotations (``scalewise.io/revisions``, ``scalewise.io/revision``), written in the same
-  versioned patch as the image change, and a rollback restores that revision's image.
+- Revisions: the pod template carries ``scalewise.io/spec``, the whole rendered spec of that
+  revision (``scalewise.revisions.render_template``), so every ReplicaSet keeps its revision's spec;
+  ``revisions`` reads it back from the ReplicaSets (numbered by the deployment controller's
+  ``deployment.kubernetes.io/revision`` and ``revision-history``). StatefulSets: the StatefulSet
+  controller renumbers reused ControllerRevisions and keeps no history of old numbers, so the
+  adapter keeps its own history (whole specs, numbered by ``record_revision``) in two annotations
+  (``scalewise.io/revisions``, ``scalewise.io/revision``), written in the same versioned write.
+- ``apply_rollback`` executes a plan from ``plan_rollback``: it applies the planned revision's whole
+  spec (the versioned server-side apply above, re-rendered on 409). For a Deployment the controller
+  reuses that revision's ReplicaSet and numbers it anew, like ``kubectl rollout undo``.
 - ``remove``: delete with ``propagationPolicy=Background`` (the object is gone at once; the garbage
   collector removes ReplicaSets/Pods) plus the headless Service; idempotent.
 
@@ -126,7 +125,8 @@ from scalewise.errors import (
 )
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
-from scalewise.orchestrators.history import dump_history, parse_history
+from scalewise.orchestrators.history import dump_history, dump_template, parse_history, parse_template
+from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision, template_hash
 from scalewise.spec import WorkloadSpec
 
 FIELD_MANAGER = "scalewise"
@@ -138,6 +138,8 @@ ANN_REVISION = "deployment.kubernetes.io/revision"
 ANN_REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 ANN_SW_REVISION = "scalewise.io/revision"
 ANN_SW_REVISIONS = "scalewise.io/revisions"
+#: On the pod template (so every ReplicaSet keeps it): the whole spec of that revision.
+ANN_SW_SPEC = "scalewise.io/spec"
 KEDA_LABEL = "scaledobject.keda.sh/name"
 REVISION_HISTORY_LIMIT = 10
 DEFAULT_TIMEOUT_S = 30.0
@@ -498,11 +500,15 @@ class KubernetesOrchestrator:
         for number in sorted(entries):
             image, rs = entries[number]
             created = _get(rs, "metadata", "creationTimestamp") if rs is not None else None
+            source = rs if rs is not None else obj
+            template = parse_template(_get(source, "spec", "template", "metadata", "annotations", ANN_SW_SPEC))
             out.append(
                 Revision(
                     number=number,
                     image=image,
                     created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                    spec_hash=template_hash(template) if template is not None else None,
+                    template=template,
                 )
             )
         return out
@@ -560,7 +566,10 @@ class KubernetesOrchestrator:
                 "initialDelaySeconds": _seconds(hc.start_period),
             }
         return {
-            "metadata": {"labels": self._labels(spec)},
+            "metadata": {
+                "labels": self._labels(spec),
+                "annotations": {ANN_SW_SPEC: dump_template(render_template(spec))},
+            },
             "spec": {
                 "containers": [container],
                 "terminationGracePeriodSeconds": _seconds(spec.stop_grace_period),
@@ -603,13 +612,10 @@ class KubernetesOrchestrator:
         body["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": rolling}
         annotations = dict(_get(obj, "metadata", "annotations", default={}) or {}) if obj is not None else {}
         current_image = _first_image(_get(obj, "spec", "template", default={})) if obj is not None else spec.image
-        history = _parse_history(annotations, current_image) if obj is not None else [
-            Revision(number=1, image=spec.image, created_at=datetime.now(UTC))
-        ]
-        number = max(1, _int(annotations.get(ANN_SW_REVISION), history[-1].number)) if obj is not None else 1
-        if obj is not None and current_image != spec.image:
-            number = max(r.number for r in history) + 1
-            history.append(Revision(number=number, image=spec.image, created_at=datetime.now(UTC)))
+        if obj is None:
+            history, number = [spec_revision(spec, 1, datetime.now(UTC))], 1
+        else:
+            history, number = record_revision(_parse_history(annotations, current_image), spec, datetime.now(UTC))
         metadata["annotations"] = {ANN_SW_REVISIONS: _dump_history(history), ANN_SW_REVISION: str(number)}
         return body
 
@@ -722,14 +728,22 @@ class KubernetesOrchestrator:
     def _set_image(self, spec: WorkloadSpec, obj: dict[str, Any], image: str) -> WorkloadState:
         containers = _get(obj, "spec", "template", "spec", "containers", default=[]) or [{"name": CONTAINER}]
         metadata: dict[str, Any] = {"resourceVersion": _get(obj, "metadata", "resourceVersion")}
+        # Everything but the image stays as it runs: the new revision is the running spec with it.
+        pod_annotations = _get(obj, "spec", "template", "metadata", "annotations", default={}) or {}
+        running = parse_template(pod_annotations.get(ANN_SW_SPEC))
+        base = restore(spec, Revision(number=1, image=spec.image, template=running)) if running else spec
+        new_spec = base.with_image(image)
         if spec.kubernetes.kind == "StatefulSet":
             annotations = _get(obj, "metadata", "annotations", default={}) or {}
-            history = _parse_history(annotations, _first_image(_get(obj, "spec", "template", default={})))
-            number = max(r.number for r in history) + 1
-            history.append(Revision(number=number, image=image, created_at=datetime.now(UTC)))
+            old = _parse_history(annotations, _first_image(_get(obj, "spec", "template", default={})))
+            history, number = record_revision(old, new_spec, datetime.now(UTC))
             metadata["annotations"] = {ANN_SW_REVISIONS: _dump_history(history), ANN_SW_REVISION: str(number)}
         container = {"name": containers[0].get("name", CONTAINER), "image": image}
-        body = {"metadata": metadata, "spec": {"template": {"spec": {"containers": [container]}}}}
+        template_meta = {"annotations": {ANN_SW_SPEC: dump_template(render_template(new_spec))}}
+        body = {
+            "metadata": metadata,
+            "spec": {"template": {"metadata": template_meta, "spec": {"containers": [container]}}},
+        }
         result = self._patch(spec, body, "application/strategic-merge-patch+json")
         return self._state(spec, result)
 
@@ -743,73 +757,11 @@ class KubernetesOrchestrator:
             return self._state(spec, obj)
         return self._set_image(spec, obj, image)
 
-    def rollback(
-        self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
-    ) -> WorkloadState:
-        if expected_version is not None:
-            return self._rollback(spec, to_revision, expected_version)
-        # No version pinned by the caller: the write still carries the resourceVersion just read, and
-        # a 409 (typically a controller's status update in between) means read and decide again.
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._rollback(spec, to_revision, None)
-            except ConflictError:
-                if attempt >= APPLY_ATTEMPTS:
-                    raise
-
-    def _rollback(self, spec: WorkloadSpec, to_revision: int | None, expected_version: str | None) -> WorkloadState:
-        obj = self._checked(spec, expected_version)
-        what = f"kubernetes {self._kind(spec)} {spec.kubernetes.namespace}/{spec.name}"
-        current_image = _first_image(_get(obj, "spec", "template", default={}))
-        if spec.kubernetes.kind == "StatefulSet":
-            annotations = _get(obj, "metadata", "annotations", default={}) or {}
-            history = _parse_history(annotations, current_image)
-            current = max(1, _int(annotations.get(ANN_SW_REVISION), history[-1].number))
-            if to_revision is None:
-                earlier = [r for r in history if r.number < current]
-                if not earlier:
-                    raise PermanentError(f"{what}: no earlier revision to roll back to (known: {current})")
-                target_image = earlier[-1].image
-            else:
-                found = [r for r in history if r.number == to_revision]
-                if not found:
-                    known = ", ".join(f"{r.number} ({r.image})" for r in history)
-                    raise PermanentError(f"{what}: unknown revision {to_revision} (known: {known})")
-                target_image = found[0].image
-            if target_image == current_image:
-                return self._state(spec, obj)
-            return self._set_image(spec, obj, target_image)
-
-        current, entries = self._deployment_history(spec, obj)
-        if to_revision is None:
-            # kubectl rollout undo: the ReplicaSet with the highest revision below the current one.
-            numbers = [
-                n for n, (_, owner) in entries.items()
-                if n < current and owner is not None and _int(_get(owner, "metadata", "annotations", ANN_REVISION)) == n
-            ]
-            if not numbers:
-                known = ", ".join(str(n) for n in sorted(entries)) or "none"
-                raise PermanentError(f"{what}: no earlier revision to roll back to (known: {known})")
-            number = max(numbers)
-        else:
-            number = to_revision
-        entry = entries.get(number)
-        if entry is None or entry[1] is None:
-            known = ", ".join(f"{n} ({entries[n][0]})" for n in sorted(entries) if entries[n][1] is not None)
-            raise PermanentError(f"{what}: unknown revision {number} (known: {known or 'none'})")
-        image, rs = entry
-        if image == current_image:
-            return self._state(spec, obj)
-        assert rs is not None
-        target_template = _strip_hash(_get(rs, "spec", "template", default={}))
-        body = {
-            "metadata": {"resourceVersion": _get(obj, "metadata", "resourceVersion")},
-            "spec": {"template": merge_patch(_get(obj, "spec", "template", default={}), target_template)},
-        }
-        result = self._patch(spec, body, "application/merge-patch+json")
-        return self._state(spec, result)
+    def apply_rollback(self, spec: WorkloadSpec, plan: RollbackPlan) -> WorkloadState:
+        """Apply the plan's target revision's whole spec. A Deployment's controller then reuses that
+        revision's ReplicaSet (same pod template) and numbers it anew, like ``kubectl rollout undo``;
+        a StatefulSet gets a new entry in the adapter's own history."""
+        return self.apply(restore(spec, plan.target))
 
     def remove(self, spec: WorkloadSpec) -> None:
         ns = spec.kubernetes.namespace

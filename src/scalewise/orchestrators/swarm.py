@@ -51,13 +51,15 @@ restored workload as converged.
 Revision history
 ----------------
 Swarm itself only keeps ``PreviousSpec``. The adapter keeps its own history in two service labels:
-``scalewise.revisions`` (compact JSON list of ``{"n": int, "image": str, "at": iso-time}``, newest
-last, capped at :data:`MAX_REVISIONS`) and ``scalewise.revision`` (the current number). Labels are
-part of the service spec, so history and image change in the same versioned write, survive adapter
-restarts and are read by any new adapter instance. ``rollback`` is a normal versioned update to an
-earlier revision's image that appends a *new* entry (like ``kubectl rollout undo``). When Swarm's
-own ``failure_action: rollback`` reverts a failed update, it restores the whole previous spec,
-labels included, so the history then no longer lists the failed revision.
+``scalewise.revisions`` (the format of ``history.py``: every entry carries the whole rendered spec of
+its revision and its hash, compressed past 2 KiB, newest last, capped at :data:`MAX_REVISIONS`) and
+``scalewise.revision`` (the current number). Numbering is ``scalewise.revisions.record_revision``:
+any write whose rendered spec differs (image, env, command, ports, health check, update settings)
+is a new revision. Labels are part of the service spec, so history and spec change in the same
+versioned write, survive adapter restarts and are read by any new adapter instance.
+``apply_rollback`` applies the planned revision's whole spec, a new entry (like ``kubectl rollout
+undo``). When Swarm's own ``failure_action: rollback`` reverts a failed update, it restores the whole
+previous spec, labels included, so the history then no longer lists the failed revision.
 """
 
 from __future__ import annotations
@@ -86,13 +88,8 @@ from scalewise.orchestrators.docker_common import (
 )
 from scalewise.orchestrators.docker_common import mapped as _mapped
 from scalewise.orchestrators.docker_common import ns as _ns
-from scalewise.orchestrators.history import (
-    MAX_REVISIONS,
-    append_revision,
-    dump_history,
-    parse_history,
-    rollback_target,
-)
+from scalewise.orchestrators.history import MAX_REVISIONS, dump_history, parse_history
+from scalewise.revisions import RollbackPlan, record_revision, restore, spec_revision
 from scalewise.spec import UpdateStrategy, WorkloadSpec
 
 _UPDATING_STATES = frozenset({"updating", "rollback_started"})
@@ -316,10 +313,9 @@ class SwarmOrchestrator:
         return service, index
 
     def _labels_with_revision(
-        self, labels: dict[str, str], current_image: str, new_image: str, spec_hash: str | None
+        self, labels: dict[str, str], current_image: str, new_spec: WorkloadSpec
     ) -> tuple[dict[str, str], int]:
-        history = _parse_history(labels, current_image)
-        number = append_revision(history, new_image, spec_hash)
+        history, number = record_revision(_parse_history(labels, current_image), new_spec, datetime.now(UTC))
         out = dict(labels)
         out[LABEL_REVISIONS] = dump_history(history)
         out[LABEL_REVISION] = str(number)
@@ -348,12 +344,7 @@ class SwarmOrchestrator:
         new_labels = {k: v for k, v in labels.items() if k.startswith("scalewise.")}
         new_labels.update(rendered["Labels"])
         new_labels[LABEL_SPEC_HASH] = spec_hash
-        if current_image != spec.image:
-            new_labels, _ = self._labels_with_revision(new_labels, current_image, spec.image, spec_hash)
-        elif LABEL_REVISIONS not in new_labels:
-            history = _parse_history(new_labels, current_image)
-            new_labels[LABEL_REVISIONS] = dump_history(history)
-            new_labels[LABEL_REVISION] = str(history[-1].number)
+        new_labels, _ = self._labels_with_revision(new_labels, current_image, spec)
         new_template = dict(template)
         new_template["ContainerSpec"] = rendered["ContainerSpec"]
         new_template["RestartPolicy"] = rendered["RestartPolicy"]
@@ -370,7 +361,7 @@ class SwarmOrchestrator:
         self, spec: WorkloadSpec, rendered: dict[str, Any], spec_hash: str, replicas: int | None
     ) -> WorkloadState:
         count = spec.replicas.start if replicas is None else replicas
-        history = [Revision(number=1, image=spec.image, created_at=datetime.now(UTC), spec_hash=spec_hash)]
+        history = [spec_revision(spec, 1, datetime.now(UTC))]
         labels = {
             **rendered["Labels"],
             LABEL_SPEC_HASH: spec_hash,
@@ -409,7 +400,11 @@ class SwarmOrchestrator:
         cspec = template.setdefault("ContainerSpec", {})
         current_image = str(cspec.get("Image", "")).split("@", 1)[0]
         labels: dict[str, str] = svc_spec.get("Labels") or {}
-        new_labels, _ = self._labels_with_revision(labels, current_image, image, None)
+        # The service keeps everything but the image: record the current revision's spec with it.
+        history = _parse_history(labels, current_image)
+        current = next((r for r in history if r.number == _current_revision(labels, history)), history[-1])
+        running = restore(spec, current) if current.template is not None else spec
+        new_labels, _ = self._labels_with_revision(labels, current_image, running.with_image(image))
         if LABEL_SPEC_HASH in new_labels:
             # The owned spec now differs from the last applied one: a later apply must write.
             new_labels[LABEL_SPEC_HASH] = "image-" + hashlib.sha256(image.encode()).hexdigest()[:8]
@@ -429,19 +424,9 @@ class SwarmOrchestrator:
             return self._state(spec.name, service)
         return self._set_image(spec, service, index, image)
 
-    def rollback(
-        self, spec: WorkloadSpec, to_revision: int | None = None, expected_version: str | None = None
-    ) -> WorkloadState:
-        service, index = self._checked(spec, expected_version)
-        svc_spec = service["Spec"]
-        labels: dict[str, str] = svc_spec.get("Labels") or {}
-        current_image = str(svc_spec["TaskTemplate"]["ContainerSpec"].get("Image", "")).split("@", 1)[0]
-        history = _parse_history(labels, current_image)
-        current = _current_revision(labels, history)
-        target = rollback_target(history, current, to_revision, f"swarm service {spec.name!r}")
-        if target.image == current_image:
-            return self._state(spec.name, service)
-        return self._set_image(spec, service, index, target.image)
+    def apply_rollback(self, spec: WorkloadSpec, plan: RollbackPlan) -> WorkloadState:
+        """Apply the plan's target revision's whole spec (a new revision; replicas stay)."""
+        return self.apply(restore(spec, plan.target))
 
     def remove(self, spec: WorkloadSpec) -> None:
         try:
