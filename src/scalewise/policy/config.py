@@ -145,6 +145,12 @@ class ScalingPolicy(_Strict):
 
 class ScalingRules(_Strict):
     stabilization_window: Duration = Field(default=0.0, le=3600.0)
+    tolerance: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Tolerance for this direction (Kubernetes 1.33+); default: the spec's 'tolerance'",
+    )
     policies: list[ScalingPolicy] = Field(default_factory=list)
     select_policy: Literal["max", "min", "disabled"] = "max"
 
@@ -296,9 +302,21 @@ class AutoscalingSpec(_Strict):
             raise ValueError(f"metric names must be unique; repeated: {', '.join(dup)}")
         return value
 
+    def tolerances(self) -> tuple[float, float]:
+        """(scale-up, scale-down) tolerance: the per-direction ones, else ``tolerance``."""
+        up, down = self.behavior.scale_up.tolerance, self.behavior.scale_down.tolerance
+        return (self.tolerance if up is None else up, self.tolerance if down is None else down)
+
     def config_hash(self) -> str:
-        """Stable short hash of this block (the config version recorded with each decision)."""
+        """Stable short hash of this block (the config version recorded with each decision).
+
+        Fields added later are left out while unset, so a spec keeps the hash it had before them.
+        """
         if self._hash is None:
-            blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+            data = self.model_dump(mode="json")
+            for rules in data["behavior"].values():
+                if rules.get("tolerance") is None:
+                    rules.pop("tolerance", None)
+            blob = json.dumps(data, sort_keys=True).encode()
             self._hash = hashlib.sha256(blob).hexdigest()[:12]
         return self._hash

@@ -205,6 +205,7 @@ class _Tick:
     active: bool = False
     cooling: bool = False
     combined: Combined | None = None
+    remembered: bool = False
 
     @property
     def now(self) -> datetime:
@@ -300,7 +301,7 @@ def _proposals(t: _Tick) -> Outcome:
     inputs = t.inputs
     for metric in t.spec.metrics:
         proposal = propose(
-            metric, t.normalised[metric.name], inputs.current, inputs.ready, t.spec.tolerance, inputs.replicas
+            metric, t.normalised[metric.name], inputs.current, inputs.ready, t.spec.tolerances(), inputs.replicas
         )
         t.proposals.append(proposal)
         detail = proposal.detail if proposal.ok else f"{proposal.error}: {proposal.detail}".rstrip(": ")
@@ -406,8 +407,15 @@ def _cooldown(t: _Tick) -> Outcome:
 
 
 def _remember(t: _Tick) -> Outcome:
-    """Record this tick's recommendation for the stabilization windows."""
-    t.recs.append(Recommendation(at=t.now, replicas=t.target))
+    """Record this tick's recommendation for the stabilization windows.
+
+    Not when a failed metric forbade the scale-down: the HPA records nothing on such a tick (its
+    reconcile errors out), and a recorded hold would block a later scale-down for a whole window.
+    """
+    assert t.combined is not None
+    if t.combined.reason != Reason.MISSING_METRICS_HOLD:
+        t.recs.append(Recommendation(at=t.now, replicas=t.target))
+        t.remembered = True
     return None
 
 
@@ -446,7 +454,8 @@ def _behaviour(t: _Tick) -> Outcome:
     """HPA behavior: stabilization windows, then rate policies and bounds."""
     assert t.combined is not None
     current, behavior = t.current, t.spec.behavior
-    stabilized, stab_reason = stabilize(t.target, current, t.recs[:-1], behavior, t.now)
+    history = t.recs[:-1] if t.remembered else t.recs
+    stabilized, stab_reason = stabilize(t.target, current, history, behavior, t.now)
     if stab_reason:
         t.step("stabilize", stabilized, stab_reason)
     limited, rate_reason = limit_rate(stabilized, current, t.events, behavior, t.floor, t.eff_max, t.now)
@@ -515,6 +524,18 @@ def _start(
     )
 
 
+def seed_state(spec: AutoscalingSpec, current: int, now: datetime) -> PolicyState:
+    """The state of a workload seen for the first time (``decide(state=None)``).
+
+    More careful than the HPA (whose controller forgets its history on restart): the current count
+    is recorded as a recommendation made now, so nothing scales in before a full scale-down
+    stabilization window has been observed. (With a scale-up window > 0 it delays scale-up too.)
+    """
+    if spec.behavior.scale_down.stabilization_window <= 0 or current <= 0:
+        return PolicyState()
+    return PolicyState(recommendations=[Recommendation(at=now, replicas=current)])
+
+
 def decide(
     spec: AutoscalingSpec,
     bounds: tuple[int, int],
@@ -529,7 +550,8 @@ def decide(
 
     ``bounds`` is the workload's ``(replicas.min, replicas.max)``; ``current`` its desired count as
     the orchestrator reports it, ``ready`` its ready replicas; ``replicas`` optionally the readiness
-    of each replica by the ids used in per-replica readings.
+    of each replica by the ids used in per-replica readings. ``state=None`` means a workload seen
+    for the first time: its history is seeded (:func:`seed_state`); pass ``PolicyState()`` for none.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -537,7 +559,9 @@ def decide(
         raise ValueError(f"bad bounds {bounds}: need 0 <= min <= max and max >= 1")
     if current < 0 or ready < 0:
         raise ValueError("current and ready cannot be negative")
-    tick = _start(spec, bounds, readings, current, ready, state or PolicyState(), now, replicas)
+    if state is None:
+        state = seed_state(spec, current, now)
+    tick = _start(spec, bounds, readings, current, ready, state, now, replicas)
     for step in STEPS:
         decision = step(tick)
         if decision is not None:
