@@ -37,6 +37,11 @@ PINNED_REASONS = {
     "BOUNDS": "bounds",
     "FAILED": "failed",
     "PANIC_ENTER": "panic_enter",
+    "FORECAST_FLOOR": "forecast_floor",
+    "FORECAST_COVERED": "forecast_covered",
+    "FORECAST_ONLY": "forecast_only",
+    "FORECAST_UNAVAILABLE": "forecast_unavailable",
+    "FORECAST_STALE": "forecast_stale",
 }
 
 
@@ -49,7 +54,7 @@ def test_steps_in_order():
     names = [fn.__name__.lstrip("_") for fn in STEPS]
     assert names == [
         "bounds", "paused", "proposals", "activity", "at_zero", "clamp", "all_failed",
-        "combine", "cooldown", "remember", "burst", "behaviour",
+        "combine", "cooldown", "forecast_floor", "remember", "burst", "behaviour",
     ]
 
 

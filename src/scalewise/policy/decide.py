@@ -44,6 +44,7 @@ from scalewise.policy.behavior import (
 )
 from scalewise.policy.calculator import Combined, MetricProposal, aggregate_value, combine, propose
 from scalewise.policy.config import AutoscalingSpec
+from scalewise.policy.forecast import Forecast, floor_for
 from scalewise.policy.readings import MetricReading, ReplicaInfo
 
 
@@ -80,6 +81,12 @@ class Reason(StrEnum):
     BOUNDS = "bounds"
     FAILED = "failed"
     PANIC_ENTER = "panic_enter"
+    # predictive scaling
+    FORECAST_FLOOR = "forecast_floor"  # the forecast floor raised the reactive proposal
+    FORECAST_COVERED = "forecast_covered"  # step: the reactive proposal already covers the floor
+    FORECAST_ONLY = "forecast_only"  # step: mode forecast_only, the floor is recorded, not acted on
+    FORECAST_UNAVAILABLE = "forecast_unavailable"  # step: no forecast (no history, no model...)
+    FORECAST_STALE = "forecast_stale"  # step: the forecast's model is older than max_model_age
 
 
 #: Every code ``Decision.reason`` / ``Step.reason`` can carry (the values of :class:`Reason`).
@@ -118,6 +125,7 @@ class DecisionInputs(BaseModel):
     replicas: list[ReplicaInfo] | None = None
     now: datetime
     config_hash: str
+    forecast: Forecast | None = None
 
 
 class Decision(BaseModel):
@@ -406,6 +414,41 @@ def _cooldown(t: _Tick) -> Outcome:
     return None
 
 
+def _forecast_floor(t: _Tick) -> Outcome:
+    """Predictive scaling: the forecast's floor raises the reactive proposal (never lowers it)."""
+    predictive = t.spec.predictive
+    if predictive is None:
+        return None
+    forecast = t.inputs.forecast
+    if forecast is None or forecast.value is None:
+        why = "no forecast supplied" if forecast is None else f"{forecast.unavailable}: {forecast.detail}"
+        t.step("forecast", None, Reason.FORECAST_UNAVAILABLE, why.rstrip(": "))
+        return None
+    if forecast.trained_at is not None:
+        age = (t.now - forecast.trained_at).total_seconds()
+        if age > predictive.max_model_age:
+            detail = f"model trained {age:.0f}s ago > max_model_age {predictive.max_model_age:.0f}s"
+            t.step("forecast", None, Reason.FORECAST_STALE, detail)
+            return None
+    floor = floor_for(forecast.value, predictive.margin, t.spec.predictive_target())
+    detail = (
+        f"{forecast.forecaster} forecast {forecast.value:.6g} over {forecast.horizon:g}s"
+        f" x (1 + {predictive.margin:g}) / {t.spec.predictive_target():g} -> floor {floor}"
+    )
+    if forecast.detail:
+        detail += f" ({forecast.detail})"
+    if predictive.mode == "forecast_only":
+        t.step("forecast", floor, Reason.FORECAST_ONLY, detail + f"; would raise {t.target} to {floor}"
+               if floor > t.target else detail + "; would not change the proposal")
+        return None
+    if floor <= t.target:
+        t.step("forecast", floor, Reason.FORECAST_COVERED, detail)
+        return None
+    t.step("forecast", floor, Reason.FORECAST_FLOOR, detail)
+    t.combined = Combined(floor, Reason.FORECAST_FLOOR, predictive.metric, detail)
+    return None
+
+
 def _remember(t: _Tick) -> Outcome:
     """Record this tick's recommendation for the stabilization windows.
 
@@ -482,6 +525,7 @@ STEPS: tuple[StepFn, ...] = (
     _all_failed,
     _combine,
     _cooldown,
+    _forecast_floor,
     _remember,
     _burst,
     _behaviour,
@@ -497,6 +541,7 @@ def _start(
     state: PolicyState,
     now: datetime,
     replicas: Sequence[ReplicaInfo] | None,
+    forecast: Forecast | None,
 ) -> _Tick:
     inputs = DecisionInputs(
         bounds=(bounds[0], bounds[1]),
@@ -506,6 +551,7 @@ def _start(
         replicas=list(replicas) if replicas is not None else None,
         now=now,
         config_hash=spec.config_hash(),
+        forecast=forecast,
     )
     rec_keep, ev_keep = history_horizon(spec.behavior)
     panic_until = state.panic_until
@@ -545,6 +591,7 @@ def decide(
     state: PolicyState | None,
     now: datetime,
     replicas: Sequence[ReplicaInfo] | None = None,
+    forecast: Forecast | None = None,
 ) -> Decision:
     """Decide the replica count for one workload at ``now`` (timezone-aware).
 
@@ -552,6 +599,8 @@ def decide(
     the orchestrator reports it, ``ready`` its ready replicas; ``replicas`` optionally the readiness
     of each replica by the ids used in per-replica readings. ``state=None`` means a workload seen
     for the first time: its history is seeded (:func:`seed_state`); pass ``PolicyState()`` for none.
+    ``forecast`` is the demand forecast for ``spec.predictive`` (made outside, see
+    :mod:`scalewise.policy.forecast`); it is recorded in ``Decision.inputs`` and replayed.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -561,7 +610,7 @@ def decide(
         raise ValueError("current and ready cannot be negative")
     if state is None:
         state = seed_state(spec, current, now)
-    tick = _start(spec, bounds, readings, current, ready, state, now, replicas)
+    tick = _start(spec, bounds, readings, current, ready, state, now, replicas, forecast)
     for step in STEPS:
         decision = step(tick)
         if decision is not None:

@@ -54,4 +54,5 @@ def replay(record: DecisionRecord) -> Decision:
         record.state_before,
         inputs.now,
         inputs.replicas,
+        inputs.forecast,
     )
