@@ -62,7 +62,7 @@ def write_spec(folder: Path, forecaster: str) -> None:
         "name": NAME, "target": "docker", "image": "x:1", "replicas": {"min": 1, "max": 40},
         "autoscaling": {
             "metrics": [{"name": "rps", "type": "average_value", "target": 10,
-                         "query": f'sum({METRIC}{{workload="{{workload}}"}})'}],
+                         "query": f'sum(last_over_time({METRIC}{{workload="{{workload}}"}}[1h]))'}],
             "predictive": {"metric": "rps", "forecaster": forecaster, "horizon": "5m", "step": "5m",
                            "max_model_age": "1d"},
         },
@@ -114,3 +114,28 @@ def test_train_store_and_use(
     assert stale.value is not None and abs(stale.value - max(demand(NOW + k * 60) for k in range(6))) < 3
     missing = forecast_for(NAME, spec.autoscaling, now, read=read, load_model=lambda _: None)
     assert missing is not None and "model_missing" in missing.detail
+
+
+def test_autoscaler_path_shows_the_forecast_step(
+    history_prom: PromEnv, workloads_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation `plan`, the fast loop and the flow share: the seasonal window read from the real
+    Prometheus becomes the forecast input, its step is in the plan lines and the record replays it."""
+    from scalewise.model import WorkloadState
+    from scalewise.policy.record import DecisionRecord, replay
+
+    monkeypatch.setenv(autoscaler.ENV_PROM_URL, history_prom.url)
+    autoscaler.reset_sources()
+    write_spec(workloads_dir, "seasonal_window")
+    spec = load_workloads(workloads_dir)[NAME]
+    state = WorkloadState(name=NAME, target="docker", desired_replicas=2, ready_replicas=2, image="x:1", version="1")
+    now = datetime.fromtimestamp(NOW, UTC)
+    ev = autoscaler.evaluate_workload(spec, state, autoscaler.sources(), PolicyState(), clock=lambda: now)
+    forecast = ev.decision.inputs.forecast
+    assert forecast is not None and forecast.forecaster == "seasonal_window" and forecast.value is not None
+    assert "7/7" in forecast.detail  # the seven backfilled past days
+    result = autoscaler.result_of(ev, "planned", spec)
+    line = next(x for x in result.steps if x.startswith("forecast:"))
+    assert "seasonal_window forecast" in line and "floor" in line
+    assert result.decision is not None
+    assert replay(DecisionRecord.model_validate(result.decision)) == ev.decision
