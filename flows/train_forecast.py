@@ -17,20 +17,22 @@ from scalewise.settings import workloads_path
 from scalewise.spec import load_workloads
 from tasks.forecast import fit_model, read_history, save_model
 
-Workloads = Annotated[
-    list[WorkloadName] | None,
-    Field(description="Workloads to train (default: every workload whose predictive forecaster is holt_winters)"),
-]
-Days = Annotated[float, Field(gt=0, le=90, description="Days of history to read from Prometheus")]
-MinDays = Annotated[float, Field(gt=0, le=90, description="Refuse to train on less history than this, days")]
-Step = Annotated[float, Field(ge=60, le=3600, description="Resolution of the model, seconds")]
+Days = Annotated[float, Field(gt=0, le=90)]
 
 
 @flow(name="train-forecast", validate_parameters=True)
 def train_forecast(
-    workloads: Workloads = None, days: Days = 7.0, min_days: MinDays = 7.0, step_s: Step = 900.0
+    workloads: list[WorkloadName] | None = None, days: Days = 7.0, min_days: Days = 7.0,
+    step_s: Annotated[float, Field(ge=60, le=3600)] = 900.0,
 ) -> list[dict[str, Any]]:
-    """Fit and store the demand model of predictive workloads; fails if any workload could not be trained."""
+    """Fit and store the demand model of predictive workloads; fails if any workload could not be trained.
+
+    Args:
+        workloads: Workloads to train (default: every workload whose predictive forecaster is holt_winters).
+        days: Days of history to read from Prometheus.
+        min_days: Refuse to train on less history than this, days.
+        step_s: Resolution of the model, seconds.
+    """
     logger = get_run_logger()
     specs = load_workloads(workloads_path())
     chosen = [
