@@ -31,10 +31,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from scalewise.errors import ScalewiseError
+from scalewise.forecasting import ModelLoader, forecast_for, history_reader
 from scalewise.metrics.base import Clock, MetricReading, MetricSource, WorkloadRef, read_all, utc_now
 from scalewise.model import WorkloadState
-from scalewise.policy.behavior import Recommendation
-from scalewise.policy.decide import Decision, PolicyState, decide
+from scalewise.policy.decide import Decision, PolicyState, decide, seed_state
+from scalewise.policy.forecast import Forecast
 from scalewise.policy.record import DecisionRecord
 from scalewise.spec import WorkloadSpec
 
@@ -179,16 +180,22 @@ def read_metrics(
 
 
 def initial_state(spec: WorkloadSpec, current: int, now: datetime) -> PolicyState:
-    """The state used when none was persisted (first run, or a lost Variable).
-
-    More careful than the HPA (whose controller forgets its history on restart): the current count
-    is recorded as a recommendation made now, so nothing scales in before a full scale-down
-    stabilization window has been observed. (With a scale-up window > 0 it delays scale-up too.)
-    """
-    auto = spec.autoscaling
-    if auto is None or auto.behavior.scale_down.stabilization_window <= 0 or current <= 0:
+    """The state used when none was persisted (first run, or a lost Variable): the policy's own
+    first-seen rule (:func:`scalewise.policy.decide.seed_state`), shared with ``plan`` and the backtest."""
+    if spec.autoscaling is None:
         return PolicyState()
-    return PolicyState(recommendations=[Recommendation(at=now, replicas=current)])
+    return seed_state(spec.autoscaling, current, now)
+
+
+def forecast_input(
+    spec: WorkloadSpec, found: Mapping[str, MetricSource], now: datetime, load_model: ModelLoader | None = None
+) -> Forecast | None:
+    """The forecast for a predictive workload (None otherwise): the stored model while fresh, else the
+    seasonal window over the Prometheus history; a failed read is a forecast marked unavailable."""
+    if spec.autoscaling is None or spec.autoscaling.predictive is None:
+        return None
+    read = history_reader(found.get("prometheus"), WorkloadRef.of(spec))
+    return forecast_for(spec.name, spec.autoscaling, now, read=read, load_model=load_model)
 
 
 def evaluate(
@@ -197,6 +204,7 @@ def evaluate(
     readings: Sequence[MetricReading],
     policy_state: PolicyState | None,
     now: datetime,
+    forecast: Forecast | None = None,
 ) -> tuple[Decision, PolicyState]:
     """Decide for one workload; returns the decision and the state it started from."""
     if spec.autoscaling is None:
@@ -210,6 +218,7 @@ def evaluate(
         state.ready_replicas,
         before,
         now,
+        forecast=forecast,
     )
     return decision, before
 
@@ -231,10 +240,14 @@ def evaluate_workload(
     found: Mapping[str, MetricSource],
     policy_state: PolicyState | None,
     clock: Clock = utc_now,
+    load_model: ModelLoader | None = None,
 ) -> Evaluation:
-    """Read the metrics of one workload through ``found`` and decide at ``clock()``."""
+    """Read the metrics (and, when predictive, the forecast) of one workload through ``found`` and
+    decide at ``clock()``."""
     readings = read_metrics(spec, found, clock)
-    decision, before = evaluate(spec, state, readings, policy_state, clock())
+    now = clock()
+    forecast = forecast_input(spec, found, now, load_model)
+    decision, before = evaluate(spec, state, readings, policy_state, now, forecast)
     return Evaluation(spec.name, decision, before)
 
 

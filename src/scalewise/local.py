@@ -133,7 +133,7 @@ class LocalPostgres:
                 "max_connections = 200\nshared_buffers = 128MB\nfsync = on\nsynchronous_commit = off\n"
             )
 
-    def start(self, timeout_s: float = 60.0) -> str:
+    def start(self, timeout_s: float = 180.0) -> str:
         """Start the cluster if it is not running (initialising it the first time); return the URL."""
         if not (self.data_dir / "PG_VERSION").exists() or not self.secret_file.exists():
             if self.data_dir.exists():
