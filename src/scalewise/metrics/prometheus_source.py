@@ -105,6 +105,12 @@ class PrometheusSource:
         """Raw instant query (server-side timeout too); raises the client's exceptions."""
         return self._prom.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
 
+    def query_range(self, promql: str, start: datetime, end: datetime, step_s: float) -> Any:
+        """Raw range query: a matrix ``[{"metric": ..., "values": [[t, "v"], ...]}]``; raises the client's errors."""
+        return self._prom.custom_query_range(
+            promql, start_time=start, end_time=end, step=f"{step_s:g}s", params={"timeout": f"{self.timeout:g}s"}
+        )
+
     def read(self, metric: MetricTarget, workload: WorkloadRef) -> MetricReading:
         name = metric.name
         if metric.query is None:
