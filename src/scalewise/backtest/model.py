@@ -11,7 +11,7 @@
   (requests/s), per-replica metrics (``docker_cpu``, ``per_replica_label``) as requests/s per ready
   replica, ``utilization`` as a percentage of ``capacity`` per ready replica.
 * Replica bounds come from the workload (``replicas.min``/``max``); every policy starts with the
-  oracle's first count, all ready.
+  oracle's first count (at least 1), all ready.
 """
 
 from __future__ import annotations

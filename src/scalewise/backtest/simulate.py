@@ -209,7 +209,8 @@ def simulate(
     if auto is None:
         raise TraceError("workload", "autoscaling", f"{spec.name} has no autoscaling section to backtest")
     bounds = (spec.replicas.min, spec.replicas.max)
-    reps = Replicas(grid.cells, initial_count(grid, bounds), grid.startup_cells)
+    # A deployed service runs at least one replica (metric scaling never starts from 0).
+    reps = Replicas(grid.cells, max(1, initial_count(grid, bounds)), grid.startup_cells)
     kinds = [(m.name, _metric_kind(m)) for m in auto.metrics]
     needs_history = any(kind != "total" for _, kind in kinds)
     rate, ready_hist = grid.rate, reps.ready_cells
