@@ -287,3 +287,28 @@ def test_prometheus_range_query_as_a_trace(prom_env, api_workloads: Path, monkey
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["trace"]["points"] == 4 and data["trace"]["requests"] == 10.0
+
+
+# -- the backtest flow (real Prefect server)
+
+
+@pytest.mark.prefect
+def test_backtest_flow_records_table_and_markdown_artifacts(prefect_server, tmp_path: Path, api_workloads: Path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.backtest import backtest as flow
+
+    rows = "".join(f"{60 * i},{30 + (300 if 10 <= i < 15 else 0)}\n" for i in range(40))
+    trace = write(tmp_path / "f.csv", "timestamp_s,requests\n" + rows)
+    out = flow(workload="api", trace=str(trace), capacity=0.23, startup_s=60)
+    assert set(out["policies"]) == {"oracle", "hpa", "workload"}
+    with get_client(sync_client=True) as client:
+        keys = ArtifactFilter(key=ArtifactFilterKey(any_=["scalewise-backtest-api"]))
+        found = client.read_artifacts(artifact_filter=keys)
+    kinds = {a.type for a in found}
+    assert {"table", "markdown"} <= kinds
+    table = next(a for a in found if a.type == "table")
+    assert "replica_hours_vs_oracle" in str(table.data) and "oracle" in str(table.data)
+    with pytest.raises(SpecError, match="exactly one"):
+        flow(workload="api", capacity=0.23)

@@ -543,8 +543,6 @@ def backtest(
 
     if not workload:
         fail("--workload: required (the workload whose replicas and autoscaling are backtested)", 2)
-    if (trace is None) == (prometheus_query is None):
-        fail("TRACE: give a CSV trace or --prometheus-query (exactly one)", 2)
     try:
         model = bt.ServiceModel(
             capacity=capacity, startup_s=startup, interval_s=interval, scrape_interval_s=scrape_interval,
@@ -557,20 +555,8 @@ def backtest(
     try:
         spec = get_workload(workloads_path(), workload)
         chosen = bt.policies_for(spec, bt.load_policy(policy) if policy else None)
-        if trace is not None:
-            demand = bt.load_csv(trace)
-        else:
-            from scalewise.autoscaler import prometheus_from_env
-
-            source = prometheus_from_env()
-            if source is None:
-                fail("--prometheus-query: set SCALEWISE_PROMETHEUS_URL to the Prometheus to read", 2)
-            assert source is not None and prometheus_query is not None
-            with source_closing(source):
-                demand = bt.from_prometheus(
-                    source, prometheus_query, _moment(start, "--start"), _moment(end, "--end"),
-                    _seconds(step, "--step"),
-                )
+        span = (_moment(start, "--start"), _moment(end, "--end"), _seconds(step, "--step"))
+        demand = bt.load_demand(trace, prometheus_query, *span)
         result = _run_backtest(bt.backtest, demand, spec, model, chosen)
     except ScalewiseError as exc:
         fail(str(exc), 2)
@@ -588,14 +574,6 @@ def backtest(
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return
     _show_backtest(out, plot)
-
-
-@contextmanager
-def source_closing(source: Any) -> Iterator[Any]:
-    try:
-        yield source
-    finally:
-        source.close()
 
 
 def _run_backtest(run: Callable[..., Any], *args: Any) -> Any:

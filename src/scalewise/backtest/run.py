@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from scalewise.autoscaler import prometheus_from_env
 from scalewise.backtest.model import ServiceModel
 from scalewise.backtest.score import score
 from scalewise.backtest.simulate import Grid, Run, build_grid, oracle, simulate
-from scalewise.backtest.trace import Trace
+from scalewise.backtest.trace import Trace, from_prometheus, load_csv
 from scalewise.errors import SpecError
 from scalewise.policy.config import AutoscalingSpec
 from scalewise.spec import WorkloadSpec, spec_error_from_validation
@@ -72,6 +74,23 @@ class Backtest:
                 "decisions_per_s": round(simulated / self.seconds) if self.seconds > 0 else None,
             },
         }
+
+
+def load_demand(
+    trace: str | Path | None, query: str | None, start: datetime, end: datetime, step_s: float
+) -> Trace:
+    """The trace file, or the range query (requests/s) on the Prometheus of ``SCALEWISE_PROMETHEUS_URL``."""
+    if (trace is None) == (query is None):
+        raise SpecError("parameter", "trace", "give a CSV trace or a Prometheus query (exactly one)")
+    if trace is not None:
+        return load_csv(trace)
+    source = prometheus_from_env()
+    if source is None:
+        raise SpecError("parameter", "prometheus-query", "set SCALEWISE_PROMETHEUS_URL to the Prometheus to read")
+    try:
+        return from_prometheus(source, str(query), start, end, step_s)
+    finally:
+        source.close()
 
 
 def policies_for(workload: WorkloadSpec, policy: AutoscalingSpec | None = None) -> dict[str, WorkloadSpec]:
