@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages scalewise's run and test commands need (Debian). Idempotent.
 set -euo pipefail
-pkgs=(docker.io busybox-static prometheus prometheus-alertmanager iproute2 procps)
+pkgs=(docker.io busybox-static prometheus prometheus-alertmanager postgresql iproute2 procps stress-ng)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,4 +13,5 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's prometheus packages start services through their postinst where systemd runs; we start
-# our own instances on loopback instead, so nothing else is needed here.
+# our own instances on loopback instead, so nothing else is needed here. Likewise PostgreSQL: the
+# local Prefect server runs a cluster of its own under $SCALEWISE_STATE (src/scalewise/local.py).

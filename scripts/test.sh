@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (system packages, Python deps, the Kubernetes
 # control-plane binaries, cached), starts dockerd + Swarm, then runs lint, types, layering and pytest.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k swarm).
+#   bash scripts/test.sh            everything: lint, types, layering, the whole suite on real components
+#   bash scripts/test.sh --fast     lint, types, layering and the pure/unit tests (seconds; no set-up)
+# Other arguments go to pytest (e.g. scripts/test.sh -k swarm). The full suite runs on
+# SCALEWISE_TEST_WORKERS pytest-xdist workers (default 2; 0 runs in one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
-bash scripts/install-system.sh
-bash scripts/install-python.sh
-bash scripts/start-docker.sh
-if [ -x scripts/k8s/build.sh ] || [ -f scripts/k8s/build.sh ]; then bash scripts/k8s/build.sh; fi
-echo "setup took $((SECONDS - t0))s"
+fast=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--fast" ]; then fast=1; else args+=("$a"); fi
+done
+if ((fast)); then
+  [ -x .venv/bin/python ] || bash scripts/install-python.sh
+else
+  bash scripts/install-system.sh
+  bash scripts/install-python.sh
+  bash scripts/start-docker.sh
+  bash scripts/k8s/build.sh
+  echo "setup took $((SECONDS - t0))s"
+fi
 # Every check runs, so one report shows everything; the exit status is non-zero if any failed.
 status=0
 .venv/bin/ruff check . || status=1
 .venv/bin/mypy || status=1
 .venv/bin/lint-imports || status=1
-.venv/bin/python -m pytest "$@" || status=$?
+if ((fast)); then
+  .venv/bin/python -m pytest -m "not component" ${args[@]+"${args[@]}"} || status=$?
+else
+  workers=${SCALEWISE_TEST_WORKERS:-2}
+  xdist=()
+  ((workers > 0)) && xdist=(-n "$workers" --dist loadfile)
+  .venv/bin/python -m pytest ${xdist[@]+"${xdist[@]}"} ${args[@]+"${args[@]}"} || status=$?
+fi
 echo "checks and tests took $((SECONDS - t0))s in all"
 exit "$status"

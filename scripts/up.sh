@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: install what is missing, start dockerd and the local Prefect
-# server (SQLite), build the example image locally, deploy the example workload `web` to the local
+# server (PostgreSQL), build the example image locally, deploy the example workload `web` to the local
 # Docker engine, and serve every operation so it can be run from the Prefect UI or the CLI.
 # Stop with Ctrl-C (the workload keeps running; `scalewise status` shows it).
 set -euo pipefail

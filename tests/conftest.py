@@ -8,3 +8,26 @@ pytest_plugins = [
     "tests.support.webhook_env", "tests.support.alertmanager_env",
     "tests.support.target_kube",
 ]
+
+import pytest  # noqa: E402
+
+#: Fixtures that start or need a real component (dockerd, Swarm, a Prefect server, Prometheus,
+#: Alertmanager, the Kubernetes control plane). A test using none of them is in the fast tier.
+COMPONENT_FIXTURES = frozenset(
+    {
+        "docker_engine", "docker_target", "swarm_target", "kubernetes_target", "kube_cluster",
+        "prefect_server", "prom_env", "receiver", "http", "webhook_deployments",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real component ``component``: ``-m 'not component'`` is the fast tier
+    (pure and unit tests; what ``scripts/test.sh --fast`` runs)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        markers = {m.name for m in item.iter_markers()}
+        callspec = getattr(item, "callspec", None)
+        real_target = callspec is not None and callspec.params.get("target", "fake") != "fake"
+        if real_target or names & COMPONENT_FIXTURES or markers & {"docker", "swarm", "prefect", "kube", "prom"}:
+            item.add_marker(pytest.mark.component)

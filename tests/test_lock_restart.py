@@ -46,3 +46,4 @@ def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
                 pass
     finally:
         server.stop()
+        server.stop_database()

@@ -69,12 +69,13 @@ ALL_READY = None
         ("exact", {"a": 50, "b": 50}, 2, 2, ALL_READY, 2, "within_tolerance"),
         # 4 ready, one without a value: on scale-up it counts as 0% -> (300+0)/4/50 = 1.5 -> 6
         ("missing on scale-up", {"a": 100, "b": 100, "c": 100}, 4, 4, ALL_READY, 6, "scale_up"),
-        # on scale-down it counts as 100% -> (30+50)/4/50 = 0.4 -> 2
-        ("missing on scale-down", {"a": 10, "b": 10, "c": 10}, 4, 4, ALL_READY, 2, "scale_down"),
+        # on scale-down it counts as max(100%, target) for utilization (HPA fallbackUtilization):
+        # (30+100)/4/50 = 0.65 -> ceil(2.6) = 3
+        ("missing on scale-down", {"a": 10, "b": 10, "c": 10}, 4, 4, ALL_READY, 3, "scale_down"),
         # ratio 1.2 but two missing at 0% -> 0.6: the direction flips, keep 4
         ("missing flips", {"a": 60, "b": 60}, 4, 4, ALL_READY, 4, "direction_flip"),
-        # missing at 100% brings the ratio back into tolerance
-        ("missing into tolerance", {"a": 42, "b": 42}, 4, 4, ALL_READY, 4, "within_tolerance"),
+        # missing at 100% (utilization): (84+200)/4/50 = 1.42, the direction flips, keep 4
+        ("missing into tolerance", {"a": 42, "b": 42}, 4, 4, ALL_READY, 4, "direction_flip"),
         # not-yet-ready c counts 0% on scale-up (its own 500 is ignored): 200/3/50 = 1.33 -> 4
         (
             "unready on scale-up",

@@ -33,8 +33,7 @@ from pydantic import BaseModel, Field
 from scalewise.errors import ScalewiseError
 from scalewise.metrics.base import Clock, MetricReading, MetricSource, WorkloadRef, read_all, utc_now
 from scalewise.model import WorkloadState
-from scalewise.policy.behavior import Recommendation
-from scalewise.policy.decide import Decision, PolicyState, decide
+from scalewise.policy.decide import Decision, PolicyState, decide, seed_state
 from scalewise.policy.record import DecisionRecord
 from scalewise.spec import WorkloadSpec
 
@@ -191,16 +190,11 @@ def read_metrics(
 
 
 def initial_state(spec: WorkloadSpec, current: int, now: datetime) -> PolicyState:
-    """The state used when none was persisted (first run, or a lost Variable).
-
-    More careful than the HPA (whose controller forgets its history on restart): the current count
-    is recorded as a recommendation made now, so nothing scales in before a full scale-down
-    stabilization window has been observed. (With a scale-up window > 0 it delays scale-up too.)
-    """
-    auto = spec.autoscaling
-    if auto is None or auto.behavior.scale_down.stabilization_window <= 0 or current <= 0:
+    """The state used when none was persisted (first run, or a lost Variable): the policy's own
+    first-seen rule (:func:`scalewise.policy.decide.seed_state`), shared with ``plan`` and the backtest."""
+    if spec.autoscaling is None:
         return PolicyState()
-    return PolicyState(recommendations=[Recommendation(at=now, replicas=current)])
+    return seed_state(spec.autoscaling, current, now)
 
 
 def evaluate(

@@ -71,7 +71,7 @@ def prefect_api() -> Iterator[str]:
         from scalewise.local import start_server
 
         url = DEFAULT_PREFECT_URL
-        with console.status("starting the local Prefect server (SQLite)..."):
+        with console.status("starting the local Prefect server (PostgreSQL; first start ~30 s)..."):
             start_server(state_dir() / "prefect", port=4200)
     with temporary_settings(updates={PREFECT_API_URL: url}):
         yield url
@@ -304,7 +304,8 @@ def history(
 
 @app.command()
 def server(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 4200) -> None:
-    """Start the local Prefect server (SQLite, filesystem lease storage) if none answers; print its URL."""
+    """Start the local Prefect server (PostgreSQL or SCALEWISE_DATABASE=sqlite; filesystem lease storage) if none
+    answers; print its URL."""
     from scalewise.local import start_server
 
     srv = start_server(state_dir() / "prefect", port=port)

@@ -87,8 +87,9 @@ def thresholds_for(spec: WorkloadSpec) -> list[Threshold]:
         return []
     result = []
     for m in auto.metrics:
-        result.append(Threshold(spec.name, m.name, "up", m.target * (1 + auto.tolerance), m.target))
-        result.append(Threshold(spec.name, m.name, "down", m.target * (1 - auto.tolerance), m.target))
+        up, down = auto.tolerances()
+        result.append(Threshold(spec.name, m.name, "up", m.target * (1 + up), m.target))
+        result.append(Threshold(spec.name, m.name, "down", m.target * (1 - down), m.target))
     return result
 
 

@@ -1,4 +1,6 @@
-"""A real Prefect server (SQLite, filesystem lease storage) for the test session, and a served runner."""
+"""A real Prefect server (PostgreSQL, filesystem lease storage) for the test session, and a served runner.
+
+``SCALEWISE_DATABASE=sqlite`` runs the suite against SQLite instead."""
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
         else:
             os.environ["PREFECT_API_URL"] = old
         server.stop()
+        server.stop_database()
 
 
 @pytest.fixture()

@@ -3,11 +3,19 @@
 For per-replica values (pods metrics):
 
 * ready replicas with a value form the base: ``usage_ratio = mean(values) / target``;
-* with no missing and no not-yet-ready replicas, a ratio within ``tolerance`` of 1 keeps the
-  current count, otherwise the proposal is ``ceil(usage_ratio * ready_with_value)``;
-* replicas without a value count as 100% of target when scaling down and 0% when scaling up;
-* not-yet-ready replicas count as 0% on scale-up only (their own values are ignored);
-* the ratio is then re-computed; if it is in tolerance or flips direction, the count is kept.
+* with no missing and no not-yet-ready replicas, a ratio within the tolerance keeps the current
+  count, otherwise the proposal is ``ceil(usage_ratio * ready_with_value)`` (no other check);
+* replicas without a value count as 0% when scaling up and, when scaling down, as the target
+  (``max(100%, target)`` for ``utilization``);
+* not-yet-ready replicas count as 0% on scale-up only (their own values are ignored); readiness
+  only matters for ``utilization`` metrics (the HPA discounts unready pods for CPU only): for the
+  others an unready replica's value counts like a ready one's; a *pending* replica is unready for
+  every metric;
+* only when something was filled in is the ratio re-computed; if it is then in tolerance or flips
+  direction, the count is kept.
+
+Tolerance: ``1 - down <= ratio <= 1 + up`` (per-direction, Kubernetes 1.33+), compared after the
+same rounding as the ceiling, so 3 replicas at exactly 110% with a tolerance of 0.1 hold at 3.
 
 Single values (object/external metrics): ``value`` and ``utilization`` give
 ``ceil(value/target * ready)``; ``average_value`` is a total spread over the replicas,
@@ -41,14 +49,21 @@ class MetricProposal:
         return self.replicas is not None
 
 
+#: (scale-up tolerance, scale-down tolerance); a plain float means the same both ways.
+Tolerances = tuple[float, float]
+
+
 def _ceil(x: float) -> int:
     # Guard float noise such as 3.0000000000000004 -> 4 (the HPA computes on float64 as well,
     # but the noise there comes from the same source; we round to 9 decimals first).
     return math.ceil(round(x, 9))
 
 
-def _direction(ratio: float) -> int:
-    return 1 if ratio > 1.0 else (-1 if ratio < 1.0 else 0)
+def within(ratio: float, tolerance: float | Tolerances) -> bool:
+    """``1 - down <= ratio <= 1 + up``, with the ceiling's rounding (1.1 is within 0.1 of 1)."""
+    up, down = (tolerance, tolerance) if isinstance(tolerance, float | int) else tolerance
+    r = round(ratio, 9)
+    return round(1.0 - down, 9) <= r <= round(1.0 + up, 9)
 
 
 def _result(name: str, current: int, proposal: int, ratio: float, value: float, detail: str) -> MetricProposal:
@@ -78,30 +93,60 @@ def aggregate_value(metric: MetricTarget, reading: MetricReading) -> float | Non
 
 
 def _single(
-    metric: MetricTarget, value: float, current: int, ready: int, tolerance: float, total_mode: bool
+    metric: MetricTarget, value: float, current: int, ready: int, tolerance: float | Tolerances, total_mode: bool
 ) -> MetricProposal:
     name, target = metric.name, metric.target
     if total_mode:  # average_value of an aggregate: a total spread over the replicas
         if current == 0:
             return _result(name, current, _ceil(value / target), value / target, value, "from zero")
         ratio = value / (target * current)
-        if abs(1.0 - ratio) <= tolerance:
+        if within(ratio, tolerance):
             return MetricProposal(name, current, "within_tolerance", ratio, value, detail=f"ratio={ratio:.4g}")
         proposal = _ceil(value / target)
         return _result(name, current, proposal, ratio, value, f"ratio={ratio:.4g} total={value:.6g}")
     ratio = value / target
     if current == 0:
         return _result(name, current, _ceil(ratio), ratio, value, "from zero")
-    if abs(1.0 - ratio) <= tolerance:
+    if within(ratio, tolerance):
         return MetricProposal(name, current, "within_tolerance", ratio, value, detail=f"ratio={ratio:.4g}")
     if ready <= 0:
         return failed(name, "no_ready_replicas", "no ready replica to base the proposal on")
-    proposal = _ceil(ratio * ready)
-    if (ratio > 1 and proposal < current) or (ratio < 1 and proposal > current):
-        return MetricProposal(
-            name, current, "direction_flip", ratio, value, detail=f"ratio={ratio:.4g} but {proposal} replicas"
-        )
+    proposal = _ceil(ratio * ready)  # HPA: ceil(ratio x ready), nothing filled in, no direction check
     return _result(name, current, proposal, ratio, value, f"ratio={ratio:.4g} ready={ready}")
+
+
+def _group(
+    metric: MetricTarget, values: dict[str, float], ready: int, replicas: Sequence[ReplicaInfo] | None
+) -> tuple[list[float], int, int]:
+    """(values of the replicas that count as ready, missing count, unready count): HPA ``groupPods``.
+
+    Readiness is only considered for ``utilization`` metrics (CPU in the HPA); a pending replica is
+    unready for every metric. A value from a replica that is not listed (already gone) is ignored.
+    """
+    if replicas is None:
+        known = [values[k] for k in sorted(values)]
+        return known, max(0, ready - len(known)), 0
+    by_readiness = metric.type == "utilization"
+    ready_values: list[float] = []
+    missing = unready = 0
+    for r in replicas:
+        if r.pending:
+            unready += 1
+        elif r.id not in values:
+            missing += 1
+        elif by_readiness and not r.ready:
+            unready += 1
+        else:
+            ready_values.append(values[r.id])
+    return ready_values, missing, unready
+
+
+def _missing_fill(metric: MetricTarget, ratio: float) -> float:
+    """The value of a replica without one: 0% on scale-up; on scale-down the target, or
+    ``max(100%, target)`` for utilization (HPA ``fallbackUtilization``)."""
+    if ratio > 1.0:
+        return 0.0
+    return max(100.0, metric.target) if metric.type == "utilization" else metric.target
 
 
 def propose(
@@ -109,7 +154,7 @@ def propose(
     reading: MetricReading,
     current: int,
     ready: int,
-    tolerance: float,
+    tolerance: float | Tolerances,
     replicas: Sequence[ReplicaInfo] | None = None,
 ) -> MetricProposal:
     """The replica count this metric alone proposes (unclamped), HPA semantics."""
@@ -124,43 +169,22 @@ def propose(
             return failed(name, "no_replicas", "no per-replica value")
         return _single(metric, sum(values.values()), current, ready, tolerance, False)
 
-    target = metric.target
-    if replicas is not None:
-        ready_ids = [r.id for r in replicas if r.ready]
-        unready_count = sum(1 for r in replicas if not r.ready)
-        ready_values = [values[i] for i in ready_ids if i in values]
-        missing_count = sum(1 for i in ready_ids if i not in values)
-    else:
-        ready_values = [values[k] for k in sorted(values)]
-        unready_count = 0
-        missing_count = max(0, ready - len(ready_values))
+    ready_values, missing_count, unready_count = _group(metric, values, ready, replicas)
     if not ready_values:
         return failed(name, "no_ready_replicas", "no value for any ready replica")
-
+    target = metric.target
     usage = sum(ready_values) / len(ready_values)
     ratio = usage / target
-    agg = usage
-    base = len(ready_values)
     scale_up_with_unready = unready_count > 0 and ratio > 1.0
     if not scale_up_with_unready and missing_count == 0:
-        if abs(1.0 - ratio) <= tolerance:
-            return MetricProposal(name, current, "within_tolerance", ratio, agg, detail=f"ratio={ratio:.4g}")
-        proposal = _ceil(ratio * base)
-        if (ratio > 1 and proposal < current) or (ratio < 1 and proposal > current):
-            return MetricProposal(
-                name,
-                current,
-                "direction_flip",
-                ratio,
-                agg,
-                detail=f"ratio={ratio:.4g} but {proposal} replicas",
-            )
-        return _result(name, current, proposal, ratio, agg, f"ratio={ratio:.4g} ready={base}")
+        if within(ratio, tolerance):
+            return MetricProposal(name, current, "within_tolerance", ratio, usage, detail=f"ratio={ratio:.4g}")
+        proposal = _ceil(ratio * len(ready_values))  # nothing filled in: no direction check (HPA)
+        return _result(name, current, proposal, ratio, usage, f"ratio={ratio:.4g} ready={len(ready_values)}")
 
     filled = list(ready_values)
-    if missing_count:
-        # Missing replicas: 100% of target when scaling down, 0% when scaling up.
-        filled.extend([target if ratio < 1.0 else 0.0] * missing_count)
+    if missing_count and ratio != 1.0:
+        filled.extend([_missing_fill(metric, ratio)] * missing_count)
     if scale_up_with_unready:
         filled.extend([0.0] * unready_count)
     new_ratio = (sum(filled) / len(filled)) / target
@@ -168,14 +192,14 @@ def propose(
         f"ratio={ratio:.4g} -> {new_ratio:.4g} with {missing_count} missing, "
         f"{unready_count if scale_up_with_unready else 0} unready at 0%"
     )
-    if abs(1.0 - new_ratio) <= tolerance:
-        return MetricProposal(name, current, "within_tolerance", ratio, agg, detail=detail)
-    if _direction(new_ratio) != _direction(ratio):
-        return MetricProposal(name, current, "direction_flip", ratio, agg, detail=detail)
+    if within(new_ratio, tolerance):
+        return MetricProposal(name, current, "within_tolerance", ratio, usage, detail=detail)
+    if (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+        return MetricProposal(name, current, "direction_flip", ratio, usage, detail=detail)
     proposal = _ceil(new_ratio * len(filled))
     if (new_ratio < 1 and proposal > current) or (new_ratio > 1 and proposal < current):
-        return MetricProposal(name, current, "direction_flip", ratio, agg, detail=detail + f" but {proposal}")
-    return _result(name, current, proposal, ratio, agg, detail)
+        return MetricProposal(name, current, "direction_flip", ratio, usage, detail=detail + f" but {proposal}")
+    return _result(name, current, proposal, ratio, usage, detail)
 
 
 @dataclass(frozen=True)

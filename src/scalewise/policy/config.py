@@ -145,6 +145,12 @@ class ScalingPolicy(_Strict):
 
 class ScalingRules(_Strict):
     stabilization_window: Duration = Field(default=0.0, le=3600.0)
+    tolerance: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Tolerance for this direction (Kubernetes 1.33+); default: the spec's 'tolerance'",
+    )
     policies: list[ScalingPolicy] = Field(default_factory=list)
     select_policy: Literal["max", "min", "disabled"] = "max"
 
@@ -270,6 +276,42 @@ def _latest_fire(cron: str, probe: datetime) -> datetime:
     return result
 
 
+class Predictive(_Strict):
+    """Predictive scaling: a forecast of ``metric`` over ``horizon`` becomes a replica floor.
+
+    ``floor = ceil(forecast x (1 + margin) / target)``, combined with the reactive proposal by max; the
+    forecast alone never scales in (AWS predictive scaling). ``forecast_only`` records the floor
+    without acting on it.
+    """
+
+    metric: str = Field(description="Name of an 'average_value' metric in 'metrics' (the demand total)")
+    forecaster: Literal["seasonal_window", "holt_winters"] = Field(
+        default="seasonal_window",
+        description="'seasonal_window': mean of the same phase over the last seasons (no training); "
+        "'holt_winters': a model trained by the train-forecast flow",
+    )
+    horizon: Duration = Field(
+        default=60.0, gt=0, le=86400.0, description="How far ahead: a replica's start-up time plus one scrape"
+    )
+    margin: float = Field(default=0.1, ge=0.0, le=10.0, description="Safety margin over the forecast")
+    season: Duration = Field(default=86400.0, ge=60.0, le=31 * 86400.0, description="Length of one season")
+    seasons: int = Field(default=7, ge=1, le=60, description="Past seasons the seasonal window averages")
+    step: Duration = Field(default=60.0, gt=0, le=3600.0, description="Resolution of the demand history")
+    mode: Literal["forecast_and_scale", "forecast_only"] = "forecast_and_scale"
+    max_model_age: Duration = Field(
+        default=2 * 86400.0, gt=0, description="A trained model older than this is refused (holt_winters)"
+    )
+    fallback: Literal["seasonal_window", "none"] = Field(
+        default="seasonal_window", description="When the trained model is missing or stale"
+    )
+
+    @model_validator(mode="after")
+    def _step(self) -> Predictive:
+        if self.step > self.season:
+            raise ValueError(f"step ({self.step:g}s) is longer than the season ({self.season:g}s)")
+        return self
+
+
 class AutoscalingSpec(_Strict):
     """The ``autoscaling`` block of a workload."""
 
@@ -283,9 +325,32 @@ class AutoscalingSpec(_Strict):
     stale_after: Duration | None = Field(
         default=None, gt=0, description="A reading older than this (vs. now) counts as a failed read"
     )
+    predictive: Predictive | None = None
     paused: bool = False
 
     _hash: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _predictive_metric(self) -> AutoscalingSpec:
+        if self.predictive is None:
+            return self
+        by_name = {m.name: m for m in self.metrics}
+        metric = by_name.get(self.predictive.metric)
+        if metric is None:
+            raise ValueError(
+                f"predictive.metric: {self.predictive.metric!r} is not one of the metrics ({', '.join(by_name)})"
+            )
+        if metric.type != "average_value":
+            raise ValueError(
+                f"predictive.metric: {metric.name!r} must be an 'average_value' metric (a demand total spread "
+                f"over the replicas), not {metric.type!r}"
+            )
+        return self
+
+    def predictive_target(self) -> float:
+        """The per-replica target of the predictive metric."""
+        assert self.predictive is not None
+        return next(m.target for m in self.metrics if m.name == self.predictive.metric)
 
     @field_validator("metrics")
     @classmethod
@@ -296,9 +361,23 @@ class AutoscalingSpec(_Strict):
             raise ValueError(f"metric names must be unique; repeated: {', '.join(dup)}")
         return value
 
+    def tolerances(self) -> tuple[float, float]:
+        """(scale-up, scale-down) tolerance: the per-direction ones, else ``tolerance``."""
+        up, down = self.behavior.scale_up.tolerance, self.behavior.scale_down.tolerance
+        return (self.tolerance if up is None else up, self.tolerance if down is None else down)
+
     def config_hash(self) -> str:
-        """Stable short hash of this block (the config version recorded with each decision)."""
+        """Stable short hash of this block (the config version recorded with each decision).
+
+        Fields added later are left out while unset, so a spec keeps the hash it had before them.
+        """
         if self._hash is None:
-            blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+            data = self.model_dump(mode="json")
+            for rules in data["behavior"].values():
+                if rules.get("tolerance") is None:
+                    rules.pop("tolerance", None)
+            if data.get("predictive") is None:
+                data.pop("predictive", None)
+            blob = json.dumps(data, sort_keys=True).encode()
             self._hash = hashlib.sha256(blob).hexdigest()[:12]
         return self._hash

@@ -1,21 +1,25 @@
 """``decide()``: one autoscaling decision. Pure and deterministic: no I/O, no clock, no randomness.
 
-Order of the normalisation steps (each is recorded in ``Decision.steps``):
+``decide()`` is a fold over named steps (:data:`STEPS`); each step records what it did in
+``Decision.steps`` with a :class:`Reason` and either ends the decision or passes on:
 
-1. ``paused`` -> keep the current count.
-2. Effective bounds: ``min = max(spec min, active schedule floors)``,
-   ``max = min(spec max, active schedule ceilings)`` (a ceiling wins over a conflicting floor).
-3. Readings: a missing, stale, NaN/Inf, empty (unless ``on_empty: zero``) or errored read is a
+1. ``bounds``: ``min = max(spec min, active schedule floors)``, ``max = min(spec max, active
+   schedule ceilings)`` (a ceiling wins over a conflicting floor).
+2. ``paused`` -> keep the current count.
+3. ``proposals``: a missing, stale, NaN/Inf, empty (unless ``on_empty: zero``) or errored read is a
    *failed* read. Each metric proposes a count (HPA ``replica_calculator``).
-4. Scale to zero (KEDA, only with ``scale_to_zero.enabled`` and an effective min of 0): at 0
+4. ``activation`` (KEDA, only with ``scale_to_zero.enabled`` and an effective min of 0): at 0
    replicas, any metric above its ``activation`` threshold starts the workload; with every metric
    read and none active for ``cooldown``, the workload goes to 0.
-5. A current count outside the effective bounds is moved straight into them (HPA).
-6. Every read failed: hold, or the ``fallback`` count after ``failure_threshold`` such ticks.
-7. Largest proposal wins; any failed metric forbids a scale-down.
-8. Burst (Knative panic): a usage ratio >= ``panic_threshold`` enters panic for ``panic_window``;
-   in panic, scale-up skips stabilization and rate policies and scale-down is refused.
-9. Stabilization windows, then rate policies and bounds (HPA ``behavior``).
+5. ``clamp``: a current count outside the effective bounds is moved straight into them (HPA).
+6. ``all_failed``: every read failed: hold, or the ``fallback`` count after ``failure_threshold``
+   such ticks.
+7. ``combine``: largest proposal wins; any failed metric forbids a scale-down.
+8. ``cooldown``: scale to zero once inactive for the cooldown.
+9. ``burst`` (Knative panic): a usage ratio >= ``panic_threshold`` enters panic for
+   ``panic_window``; in panic, scale-up skips stabilization and rate policies and scale-down is
+   refused.
+10. ``behaviour``: stabilization windows, then rate policies and bounds (HPA ``behavior``).
 
 The returned ``Decision.state`` is the updated :class:`PolicyState` assuming the decided count is
 applied; persist it (it is JSON-serialisable) so that restarts keep the stabilization history.
@@ -23,8 +27,10 @@ applied; persist it (it is JSON-serialisable) so that restarts keep the stabiliz
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,40 +42,55 @@ from scalewise.policy.behavior import (
     limit_rate,
     stabilize,
 )
-from scalewise.policy.calculator import MetricProposal, aggregate_value, combine, propose
+from scalewise.policy.calculator import Combined, MetricProposal, aggregate_value, combine, propose
 from scalewise.policy.config import AutoscalingSpec
+from scalewise.policy.forecast import Forecast, floor_for
 from scalewise.policy.readings import MetricReading, ReplicaInfo
 
-#: Every code ``Decision.reason`` / ``Step.reason`` can carry.
-REASONS: tuple[str, ...] = (
-    "paused",
-    "within_tolerance",
-    "direction_flip",
-    "scale_up",
-    "scale_down",
-    "stabilized_up",
-    "stabilized_down",
-    "rate_limited_up",
-    "rate_limited_down",
-    "scale_up_disabled",
-    "scale_down_disabled",
-    "clamped_max",
-    "clamped_min",
-    "schedule_floor",
-    "schedule_ceiling",
-    "missing_metrics_hold",
-    "fallback",
-    "activation_start",
-    "activation_zero",
-    "cooldown_hold",
-    "zero_hold",
-    "panic_scale_up",
-    "panic_hold_down",
+
+class Reason(StrEnum):
+    """Every code ``Decision.reason`` / ``Step.reason`` can carry.
+
+    The values are a contract (events, metrics, automations): pinned by a snapshot test, never renamed.
+    """
+
+    PAUSED = "paused"
+    WITHIN_TOLERANCE = "within_tolerance"
+    DIRECTION_FLIP = "direction_flip"
+    SCALE_UP = "scale_up"
+    SCALE_DOWN = "scale_down"
+    STABILIZED_UP = "stabilized_up"
+    STABILIZED_DOWN = "stabilized_down"
+    RATE_LIMITED_UP = "rate_limited_up"
+    RATE_LIMITED_DOWN = "rate_limited_down"
+    SCALE_UP_DISABLED = "scale_up_disabled"
+    SCALE_DOWN_DISABLED = "scale_down_disabled"
+    CLAMPED_MAX = "clamped_max"
+    CLAMPED_MIN = "clamped_min"
+    SCHEDULE_FLOOR = "schedule_floor"
+    SCHEDULE_CEILING = "schedule_ceiling"
+    MISSING_METRICS_HOLD = "missing_metrics_hold"
+    FALLBACK = "fallback"
+    ACTIVATION_START = "activation_start"
+    ACTIVATION_ZERO = "activation_zero"
+    COOLDOWN_HOLD = "cooldown_hold"
+    ZERO_HOLD = "zero_hold"
+    PANIC_SCALE_UP = "panic_scale_up"
+    PANIC_HOLD_DOWN = "panic_hold_down"
     # step-only codes
-    "bounds",
-    "failed",
-    "panic_enter",
-)
+    BOUNDS = "bounds"
+    FAILED = "failed"
+    PANIC_ENTER = "panic_enter"
+    # predictive scaling
+    FORECAST_FLOOR = "forecast_floor"  # the forecast floor raised the reactive proposal
+    FORECAST_COVERED = "forecast_covered"  # step: the reactive proposal already covers the floor
+    FORECAST_ONLY = "forecast_only"  # step: mode forecast_only, the floor is recorded, not acted on
+    FORECAST_UNAVAILABLE = "forecast_unavailable"  # step: no forecast (no history, no model...)
+    FORECAST_STALE = "forecast_stale"  # step: the forecast's model is older than max_model_age
+
+
+#: Every code ``Decision.reason`` / ``Step.reason`` can carry (the values of :class:`Reason`).
+REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
 
 
 class PolicyState(BaseModel):
@@ -104,6 +125,7 @@ class DecisionInputs(BaseModel):
     replicas: list[ReplicaInfo] | None = None
     now: datetime
     config_hash: str
+    forecast: Forecast | None = None
 
 
 class Decision(BaseModel):
@@ -166,6 +188,400 @@ def _normalise_readings(
     return result
 
 
+# -- the tick: what the steps share -----------------------------------------------------------------
+
+
+@dataclass
+class _Tick:
+    """One decision in progress: the inputs, the state being updated and the steps recorded so far."""
+
+    spec: AutoscalingSpec
+    inputs: DecisionInputs
+    readings: Sequence[MetricReading]
+    recs: list[Recommendation]
+    events: list[ScaleEvent]
+    failures: int
+    last_active: datetime | None
+    inactive_since: datetime | None
+    panic_until: datetime | None
+    steps: list[Step] = field(default_factory=list)
+    eff_min: int = 0
+    eff_max: int = 0
+    proposals: list[MetricProposal] = field(default_factory=list)
+    normalised: dict[str, MetricReading] = field(default_factory=dict)
+    n_failed: int = 0
+    active: bool = False
+    cooling: bool = False
+    combined: Combined | None = None
+    remembered: bool = False
+
+    @property
+    def now(self) -> datetime:
+        return self.inputs.now
+
+    @property
+    def current(self) -> int:
+        return self.inputs.current
+
+    @property
+    def zero_capable(self) -> bool:
+        return self.spec.scale_to_zero.enabled and self.eff_min == 0
+
+    @property
+    def floor(self) -> int:
+        return max(self.eff_min, 1)  # metric scaling never reaches 0; only activation does
+
+    @property
+    def all_failed(self) -> bool:
+        return self.n_failed == len(self.proposals)
+
+    @property
+    def fallback_due(self) -> bool:
+        fb = self.spec.fallback
+        return self.all_failed and self.failures >= fb.failure_threshold and fb.replicas != "hold"
+
+    @property
+    def target(self) -> int:
+        """The combined proposal (only after the ``combine`` step)."""
+        assert self.combined is not None and self.combined.replicas is not None
+        return self.combined.replicas
+
+    def step(self, name: str, proposal: int | None, reason: str, detail: str = "") -> None:
+        self.steps.append(Step(name=name, proposal=proposal, reason=reason, detail=detail))
+
+    def bound_reason(self, value: int, low: bool) -> Reason:
+        """Name the bound that limited ``value``: a schedule's, or the workload's own."""
+        lo, hi = self.inputs.bounds
+        if low:
+            return Reason.SCHEDULE_FLOOR if self.eff_min > lo and value == self.floor else Reason.CLAMPED_MIN
+        return Reason.SCHEDULE_CEILING if self.eff_max < hi and value == self.eff_max else Reason.CLAMPED_MAX
+
+    def finish(self, desired: int, reason: str, detail: str = "", in_panic: bool = False) -> Decision:
+        current, now = self.current, self.now
+        new_events = list(self.events)
+        if desired != current:
+            new_events.append(ScaleEvent(at=now, change=desired - current))
+        new_state = PolicyState(
+            recommendations=compact_recommendations(self.recs),
+            scale_events=new_events,
+            consecutive_failures=self.failures,
+            last_active=self.last_active,
+            inactive_since=self.inactive_since,
+            panic_until=self.panic_until,
+        )
+        return Decision(
+            desired=desired,
+            current=current,
+            changed=desired != current,
+            reason=reason,
+            detail=detail,
+            effective_min=self.eff_min,
+            effective_max=self.eff_max,
+            in_panic=in_panic,
+            steps=self.steps,
+            inputs=self.inputs,
+            state=new_state,
+        )
+
+
+Outcome = Decision | None
+StepFn = Callable[[_Tick], Outcome]
+
+
+# -- the steps, in order ------------------------------------------------------------------------------
+
+
+def _bounds(t: _Tick) -> Outcome:
+    t.eff_min, t.eff_max, note = effective_bounds(t.spec, t.inputs.bounds, t.now)
+    t.step("bounds", None, Reason.BOUNDS, f"[{t.eff_min}, {t.eff_max}] {note}".strip())
+    return None
+
+
+def _paused(t: _Tick) -> Outcome:
+    if not t.spec.paused:
+        return None
+    t.step("paused", t.current, Reason.PAUSED)
+    return t.finish(t.current, Reason.PAUSED, "autoscaling is paused")
+
+
+def _proposals(t: _Tick) -> Outcome:
+    t.normalised = _normalise_readings(t.spec, t.readings, t.now)
+    inputs = t.inputs
+    for metric in t.spec.metrics:
+        proposal = propose(
+            metric, t.normalised[metric.name], inputs.current, inputs.ready, t.spec.tolerances(), inputs.replicas
+        )
+        t.proposals.append(proposal)
+        detail = proposal.detail if proposal.ok else f"{proposal.error}: {proposal.detail}".rstrip(": ")
+        t.step(f"metric:{metric.name}", proposal.replicas, proposal.reason, detail)
+    t.n_failed = sum(1 for p in t.proposals if not p.ok)
+    if not t.all_failed:
+        t.failures = 0
+    elif any(p.error != "no_ready_replicas" for p in t.proposals):
+        t.failures += 1  # only failed reads count towards the fallback, not replicas still starting
+    return None
+
+
+def _activity(t: _Tick) -> Outcome:
+    """KEDA: is any metric above its activation threshold? Tracks ``last_active``/``inactive_since``."""
+    if not t.zero_capable:
+        t.inactive_since = None
+        return None
+    for metric in t.spec.metrics:
+        value = aggregate_value(metric, t.normalised[metric.name])
+        if value is not None and value > metric.activation:
+            t.active = True
+    if t.active:
+        t.last_active = t.now
+        t.inactive_since = None
+    elif t.n_failed == 0 and t.inactive_since is None:
+        t.inactive_since = t.now
+    return None
+
+
+def _fallback(t: _Tick) -> Decision:
+    replicas = t.spec.fallback.replicas
+    assert replicas != "hold"
+    low = 0 if t.zero_capable else t.floor
+    target = max(low, min(t.eff_max, int(replicas)))
+    t.step("fallback", target, Reason.FALLBACK, f"{t.failures} consecutive failed ticks")
+    return t.finish(target, Reason.FALLBACK, f"every metric failed {t.failures} times in a row")
+
+
+def _at_zero(t: _Tick) -> Outcome:
+    """At 0 replicas: activation starts the workload, else it stays at zero (or falls back)."""
+    if t.current != 0:
+        return None
+    if t.zero_capable:
+        if t.active:
+            combined = combine(t.proposals, t.current)
+            want = max(1, combined.replicas or 1)
+            limited, _ = limit_rate(want, t.current, t.events, t.spec.behavior, t.floor, t.eff_max, t.now)
+            target = max(1, min(limited, t.eff_max))
+            t.step("activation", target, Reason.ACTIVATION_START, "a metric is above its activation threshold")
+            return t.finish(target, Reason.ACTIVATION_START, "activated from zero")
+        if t.fallback_due:
+            return _fallback(t)
+        t.step("activation", 0, Reason.ACTIVATION_ZERO, "no metric above its activation threshold")
+        return t.finish(0, Reason.ACTIVATION_ZERO, "idle at zero")
+    if t.eff_min == 0:
+        t.step("zero", 0, Reason.ZERO_HOLD, "at 0 replicas and scale_to_zero is disabled: autoscaling idle")
+        return t.finish(0, Reason.ZERO_HOLD, "at zero without scale_to_zero")
+    return None
+
+
+def _clamp(t: _Tick) -> Outcome:
+    """A current count outside the bounds goes straight into them (no metrics, no behavior), as the HPA does."""
+    if t.current > t.eff_max:
+        reason = t.bound_reason(t.eff_max, low=False)
+        t.step("bounds_clamp", t.eff_max, reason)
+        return t.finish(t.eff_max, reason, f"current {t.current} above max {t.eff_max}")
+    if t.current < t.floor:
+        reason = t.bound_reason(t.floor, low=True)
+        t.step("bounds_clamp", t.floor, reason)
+        return t.finish(t.floor, reason, f"current {t.current} below min {t.floor}")
+    return None
+
+
+def _all_failed(t: _Tick) -> Outcome:
+    if not t.all_failed:
+        return None
+    if t.fallback_due:
+        return _fallback(t)
+    threshold = t.spec.fallback.failure_threshold
+    detail = f"every metric failed ({t.failures}/{threshold} ticks)"
+    t.step("combine", t.current, Reason.MISSING_METRICS_HOLD, detail)
+    return t.finish(t.current, Reason.MISSING_METRICS_HOLD, "every metric read failed: holding")
+
+
+def _combine(t: _Tick) -> Outcome:
+    t.combined = combine(t.proposals, t.current)
+    t.step("combine", t.target, t.combined.reason, t.combined.detail)
+    return None
+
+
+def _cooldown(t: _Tick) -> Outcome:
+    """Scale to zero once every metric has been read and inactive for the cooldown."""
+    if not (t.zero_capable and not t.active and t.n_failed == 0 and t.inactive_since is not None):
+        return None
+    idle = (t.now - t.inactive_since).total_seconds()
+    cooldown = t.spec.scale_to_zero.cooldown
+    if idle >= cooldown:
+        t.step("activation", 0, Reason.ACTIVATION_ZERO, f"inactive for {idle:.0f}s >= cooldown {cooldown:.0f}s")
+        return t.finish(0, Reason.ACTIVATION_ZERO, "inactive past the cooldown")
+    t.cooling = True
+    t.step("activation", None, Reason.COOLDOWN_HOLD, f"inactive for {idle:.0f}s < cooldown {cooldown:.0f}s")
+    return None
+
+
+def _forecast_floor(t: _Tick) -> Outcome:
+    """Predictive scaling: the forecast's floor raises the reactive proposal (never lowers it)."""
+    predictive = t.spec.predictive
+    if predictive is None:
+        return None
+    forecast = t.inputs.forecast
+    if forecast is None or forecast.value is None:
+        why = "no forecast supplied" if forecast is None else f"{forecast.unavailable}: {forecast.detail}"
+        t.step("forecast", None, Reason.FORECAST_UNAVAILABLE, why.rstrip(": "))
+        return None
+    if forecast.trained_at is not None:
+        age = (t.now - forecast.trained_at).total_seconds()
+        if age > predictive.max_model_age:
+            detail = f"model trained {age:.0f}s ago > max_model_age {predictive.max_model_age:.0f}s"
+            t.step("forecast", None, Reason.FORECAST_STALE, detail)
+            return None
+    floor = floor_for(forecast.value, predictive.margin, t.spec.predictive_target())
+    detail = (
+        f"{forecast.forecaster} forecast {forecast.value:.6g} over {forecast.horizon:g}s"
+        f" x (1 + {predictive.margin:g}) / {t.spec.predictive_target():g} -> floor {floor}"
+    )
+    if forecast.detail:
+        detail += f" ({forecast.detail})"
+    if predictive.mode == "forecast_only":
+        t.step("forecast", floor, Reason.FORECAST_ONLY, detail + f"; would raise {t.target} to {floor}"
+               if floor > t.target else detail + "; would not change the proposal")
+        return None
+    if floor <= t.target:
+        t.step("forecast", floor, Reason.FORECAST_COVERED, detail)
+        return None
+    t.step("forecast", floor, Reason.FORECAST_FLOOR, detail)
+    t.combined = Combined(floor, Reason.FORECAST_FLOOR, predictive.metric, detail)
+    return None
+
+
+def _remember(t: _Tick) -> Outcome:
+    """Record this tick's recommendation for the stabilization windows.
+
+    Not when a failed metric forbade the scale-down: the HPA records nothing on such a tick (its
+    reconcile errors out), and a recorded hold would block a later scale-down for a whole window.
+    """
+    assert t.combined is not None
+    if t.combined.reason != Reason.MISSING_METRICS_HOLD:
+        t.recs.append(Recommendation(at=t.now, replicas=t.target))
+        t.remembered = True
+    return None
+
+
+def _burst(t: _Tick) -> Outcome:
+    """Knative panic: enter on a burst; while in panic scale up at once and never down."""
+    burst = t.spec.burst
+    if burst is not None and burst.enabled:
+        peak = max((p.usage_ratio for p in t.proposals if p.usage_ratio is not None), default=0.0)
+        if peak >= burst.panic_threshold:
+            t.panic_until = t.now + timedelta(seconds=burst.panic_window)
+            t.step("panic", None, Reason.PANIC_ENTER, f"usage ratio {peak:.3g} >= {burst.panic_threshold:g}")
+    if t.panic_until is None:
+        return None
+    assert t.combined is not None
+    if t.target > t.current:
+        target = min(t.target, t.eff_max)
+        t.step("panic", target, Reason.PANIC_SCALE_UP)
+        return t.finish(target, Reason.PANIC_SCALE_UP, "burst: scaling up without stabilization", True)
+    if t.target < t.current:
+        t.step("panic", t.current, Reason.PANIC_HOLD_DOWN)
+        return t.finish(t.current, Reason.PANIC_HOLD_DOWN, "burst: no scale-down while in panic", True)
+    return t.finish(t.current, t.combined.reason, t.combined.detail, True)
+
+
+_HOLD_AT_FLOOR = (
+    Reason.WITHIN_TOLERANCE,
+    Reason.DIRECTION_FLIP,
+    Reason.CLAMPED_MIN,
+    Reason.STABILIZED_DOWN,
+    Reason.RATE_LIMITED_DOWN,
+)
+_NO_CHANGE = (Reason.WITHIN_TOLERANCE, Reason.DIRECTION_FLIP, Reason.MISSING_METRICS_HOLD)
+
+
+def _behaviour(t: _Tick) -> Outcome:
+    """HPA behavior: stabilization windows, then rate policies and bounds."""
+    assert t.combined is not None
+    current, behavior = t.current, t.spec.behavior
+    history = t.recs[:-1] if t.remembered else t.recs
+    stabilized, stab_reason = stabilize(t.target, current, history, behavior, t.now)
+    if stab_reason:
+        t.step("stabilize", stabilized, stab_reason)
+    limited, rate_reason = limit_rate(stabilized, current, t.events, behavior, t.floor, t.eff_max, t.now)
+    if rate_reason in (Reason.CLAMPED_MIN, Reason.CLAMPED_MAX):
+        rate_reason = t.bound_reason(limited, low=rate_reason == Reason.CLAMPED_MIN)
+    if rate_reason:
+        t.step("rate", limited, rate_reason)
+    reason = rate_reason or stab_reason or t.combined.reason
+    if limited == current and t.cooling and current == t.floor and reason in _HOLD_AT_FLOOR:
+        reason = Reason.COOLDOWN_HOLD
+    if limited != current and reason in _NO_CHANGE:
+        reason = Reason.SCALE_UP if limited > current else Reason.SCALE_DOWN
+    return t.finish(limited, reason, t.combined.detail)
+
+
+#: The steps of :func:`decide`, in order; the first one that returns a Decision ends the fold.
+STEPS: tuple[StepFn, ...] = (
+    _bounds,
+    _paused,
+    _proposals,
+    _activity,
+    _at_zero,
+    _clamp,
+    _all_failed,
+    _combine,
+    _cooldown,
+    _forecast_floor,
+    _remember,
+    _burst,
+    _behaviour,
+)
+
+
+def _start(
+    spec: AutoscalingSpec,
+    bounds: tuple[int, int],
+    readings: Sequence[MetricReading],
+    current: int,
+    ready: int,
+    state: PolicyState,
+    now: datetime,
+    replicas: Sequence[ReplicaInfo] | None,
+    forecast: Forecast | None,
+) -> _Tick:
+    inputs = DecisionInputs(
+        bounds=(bounds[0], bounds[1]),
+        readings=list(readings),
+        current=current,
+        ready=ready,
+        replicas=list(replicas) if replicas is not None else None,
+        now=now,
+        config_hash=spec.config_hash(),
+        forecast=forecast,
+    )
+    rec_keep, ev_keep = history_horizon(spec.behavior)
+    panic_until = state.panic_until
+    if panic_until is not None and panic_until <= now:
+        panic_until = None
+    return _Tick(
+        spec=spec,
+        inputs=inputs,
+        readings=readings,
+        recs=[r for r in state.recommendations if (now - r.at).total_seconds() < rec_keep],
+        events=[e for e in state.scale_events if (now - e.at).total_seconds() < ev_keep],
+        failures=state.consecutive_failures,
+        last_active=state.last_active,
+        inactive_since=state.inactive_since,
+        panic_until=panic_until,
+    )
+
+
+def seed_state(spec: AutoscalingSpec, current: int, now: datetime) -> PolicyState:
+    """The state of a workload seen for the first time (``decide(state=None)``).
+
+    More careful than the HPA (whose controller forgets its history on restart): the current count
+    is recorded as a recommendation made now, so nothing scales in before a full scale-down
+    stabilization window has been observed. (With a scale-up window > 0 it delays scale-up too.)
+    """
+    if spec.behavior.scale_down.stabilization_window <= 0 or current <= 0:
+        return PolicyState()
+    return PolicyState(recommendations=[Recommendation(at=now, replicas=current)])
+
+
 def decide(
     spec: AutoscalingSpec,
     bounds: tuple[int, int],
@@ -175,12 +591,16 @@ def decide(
     state: PolicyState | None,
     now: datetime,
     replicas: Sequence[ReplicaInfo] | None = None,
+    forecast: Forecast | None = None,
 ) -> Decision:
     """Decide the replica count for one workload at ``now`` (timezone-aware).
 
     ``bounds`` is the workload's ``(replicas.min, replicas.max)``; ``current`` its desired count as
     the orchestrator reports it, ``ready`` its ready replicas; ``replicas`` optionally the readiness
-    of each replica by the ids used in per-replica readings.
+    of each replica by the ids used in per-replica readings. ``state=None`` means a workload seen
+    for the first time: its history is seeded (:func:`seed_state`); pass ``PolicyState()`` for none.
+    ``forecast`` is the demand forecast for ``spec.predictive`` (made outside, see
+    :mod:`scalewise.policy.forecast`); it is recorded in ``Decision.inputs`` and replayed.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -188,266 +608,11 @@ def decide(
         raise ValueError(f"bad bounds {bounds}: need 0 <= min <= max and max >= 1")
     if current < 0 or ready < 0:
         raise ValueError("current and ready cannot be negative")
-    state = state or PolicyState()
-    inputs = DecisionInputs(
-        bounds=(bounds[0], bounds[1]),
-        readings=list(readings),
-        current=current,
-        ready=ready,
-        replicas=list(replicas) if replicas is not None else None,
-        now=now,
-        config_hash=spec.config_hash(),
-    )
-    steps: list[Step] = []
-
-    rec_keep, ev_keep = history_horizon(spec.behavior)
-    recs = [r for r in state.recommendations if (now - r.at).total_seconds() < rec_keep]
-    events = [e for e in state.scale_events if (now - e.at).total_seconds() < ev_keep]
-    failures = state.consecutive_failures
-    last_active = state.last_active
-    inactive_since = state.inactive_since
-    panic_until = state.panic_until
-    if panic_until is not None and panic_until <= now:
-        panic_until = None
-
-    eff_min, eff_max, bounds_note = effective_bounds(spec, inputs.bounds, now)
-    steps.append(
-        Step(
-            name="bounds",
-            proposal=None,
-            reason="bounds",
-            detail=f"[{eff_min}, {eff_max}] {bounds_note}".strip(),
-        )
-    )
-
-    def finish(desired: int, reason: str, detail: str = "", in_panic: bool = False) -> Decision:
-        new_events = list(events)
-        if desired != current:
-            new_events.append(ScaleEvent(at=now, change=desired - current))
-        new_state = PolicyState(
-            recommendations=compact_recommendations(recs),
-            scale_events=new_events,
-            consecutive_failures=failures,
-            last_active=last_active,
-            inactive_since=inactive_since,
-            panic_until=panic_until,
-        )
-        return Decision(
-            desired=desired,
-            current=current,
-            changed=desired != current,
-            reason=reason,
-            detail=detail,
-            effective_min=eff_min,
-            effective_max=eff_max,
-            in_panic=in_panic,
-            steps=steps,
-            inputs=inputs,
-            state=new_state,
-        )
-
-    if spec.paused:
-        steps.append(Step(name="paused", proposal=current, reason="paused"))
-        return finish(current, "paused", "autoscaling is paused")
-
-    def bound_reason(value: int, low: bool) -> str:
-        """Name the bound that limited ``value``: a schedule's, or the workload's own."""
-        if low:
-            return "schedule_floor" if eff_min > inputs.bounds[0] and value == max(eff_min, 1) else "clamped_min"
-        return "schedule_ceiling" if eff_max < inputs.bounds[1] and value == eff_max else "clamped_max"
-
-    zero_capable = spec.scale_to_zero.enabled and eff_min == 0
-    floor = max(eff_min, 1)  # metric scaling never reaches 0; only activation does
-
-    # -- readings and per-metric proposals
-    normalised = _normalise_readings(spec, readings, now)
-    proposals: list[MetricProposal] = []
-    for metric in spec.metrics:
-        reading = normalised[metric.name]
-        proposal = propose(metric, reading, current, ready, spec.tolerance, replicas)
-        proposals.append(proposal)
-        detail = proposal.detail if proposal.ok else f"{proposal.error}: {proposal.detail}".rstrip(": ")
-        steps.append(
-            Step(
-                name=f"metric:{metric.name}",
-                proposal=proposal.replicas,
-                reason=proposal.reason,
-                detail=detail,
-            )
-        )
-    n_failed = sum(1 for p in proposals if not p.ok)
-    all_failed = n_failed == len(proposals)
-    if not all_failed:
-        failures = 0
-    elif any(p.error != "no_ready_replicas" for p in proposals):
-        failures += 1  # only failed reads count towards the fallback, not replicas still starting
-
-    # -- activation (KEDA)
-    active = False
-    if zero_capable:
-        for metric in spec.metrics:
-            value = aggregate_value(metric, normalised[metric.name])
-            if value is not None and value > metric.activation:
-                active = True
-        if active:
-            last_active = now
-            inactive_since = None
-        elif n_failed == 0 and inactive_since is None:
-            inactive_since = now
-    else:
-        inactive_since = None
-
-    fb = spec.fallback
-    fallback_due = all_failed and failures >= fb.failure_threshold and fb.replicas != "hold"
-
-    def fallback_decision() -> Decision:
-        assert fb.replicas != "hold"
-        low = 0 if zero_capable else floor
-        target = max(low, min(eff_max, int(fb.replicas)))
-        steps.append(
-            Step(
-                name="fallback",
-                proposal=target,
-                reason="fallback",
-                detail=f"{failures} consecutive failed ticks",
-            )
-        )
-        return finish(target, "fallback", f"every metric failed {failures} times in a row")
-
-    if current == 0:
-        if zero_capable:
-            if active:
-                combined = combine(proposals, current)
-                want = max(1, combined.replicas or 1)
-                limited, _ = limit_rate(want, current, events, spec.behavior, floor, eff_max, now)
-                target = max(1, min(limited, eff_max))
-                steps.append(
-                    Step(
-                        name="activation",
-                        proposal=target,
-                        reason="activation_start",
-                        detail="a metric is above its activation threshold",
-                    )
-                )
-                return finish(target, "activation_start", "activated from zero")
-            if fallback_due:
-                return fallback_decision()
-            steps.append(
-                Step(
-                    name="activation",
-                    proposal=0,
-                    reason="activation_zero",
-                    detail="no metric above its activation threshold",
-                )
-            )
-            return finish(0, "activation_zero", "idle at zero")
-        if eff_min == 0:
-            steps.append(
-                Step(
-                    name="zero",
-                    proposal=0,
-                    reason="zero_hold",
-                    detail="at 0 replicas and scale_to_zero is disabled: autoscaling idle",
-                )
-            )
-            return finish(0, "zero_hold", "at zero without scale_to_zero")
-
-    # -- current outside the bounds: straight into them (no metrics, no behavior), as the HPA does
-    if current > eff_max:
-        reason = bound_reason(eff_max, low=False)
-        steps.append(Step(name="bounds_clamp", proposal=eff_max, reason=reason))
-        return finish(eff_max, reason, f"current {current} above max {eff_max}")
-    if current < floor:
-        reason = bound_reason(floor, low=True)
-        steps.append(Step(name="bounds_clamp", proposal=floor, reason=reason))
-        return finish(floor, reason, f"current {current} below min {floor}")
-
-    # -- every read failed
-    if all_failed:
-        if fallback_due:
-            return fallback_decision()
-        steps.append(
-            Step(
-                name="combine",
-                proposal=current,
-                reason="missing_metrics_hold",
-                detail=f"every metric failed ({failures}/{fb.failure_threshold} ticks)",
-            )
-        )
-        return finish(current, "missing_metrics_hold", "every metric read failed: holding")
-
-    combined = combine(proposals, current)
-    assert combined.replicas is not None
-    steps.append(Step(name="combine", proposal=combined.replicas, reason=combined.reason, detail=combined.detail))
-
-    # -- scale to zero after the cooldown
-    cooling = False
-    if zero_capable and not active and n_failed == 0 and inactive_since is not None:
-        idle = (now - inactive_since).total_seconds()
-        if idle >= spec.scale_to_zero.cooldown:
-            steps.append(
-                Step(
-                    name="activation",
-                    proposal=0,
-                    reason="activation_zero",
-                    detail=f"inactive for {idle:.0f}s >= cooldown {spec.scale_to_zero.cooldown:.0f}s",
-                )
-            )
-            return finish(0, "activation_zero", "inactive past the cooldown")
-        cooling = True
-        steps.append(
-            Step(
-                name="activation",
-                proposal=None,
-                reason="cooldown_hold",
-                detail=f"inactive for {idle:.0f}s < cooldown {spec.scale_to_zero.cooldown:.0f}s",
-            )
-        )
-
-    recs.append(Recommendation(at=now, replicas=combined.replicas))
-
-    # -- burst / panic (Knative)
-    burst = spec.burst
-    if burst is not None and burst.enabled:
-        ratios = [p.usage_ratio for p in proposals if p.usage_ratio is not None]
-        peak = max(ratios, default=0.0)
-        if peak >= burst.panic_threshold:
-            panic_until = now + timedelta(seconds=burst.panic_window)
-            steps.append(
-                Step(
-                    name="panic",
-                    proposal=None,
-                    reason="panic_enter",
-                    detail=f"usage ratio {peak:.3g} >= {burst.panic_threshold:g}",
-                )
-            )
-    if panic_until is not None:
-        if combined.replicas > current:
-            target = min(combined.replicas, eff_max)
-            steps.append(Step(name="panic", proposal=target, reason="panic_scale_up"))
-            return finish(target, "panic_scale_up", "burst: scaling up without stabilization", True)
-        if combined.replicas < current:
-            steps.append(Step(name="panic", proposal=current, reason="panic_hold_down"))
-            return finish(current, "panic_hold_down", "burst: no scale-down while in panic", True)
-        return finish(current, combined.reason, combined.detail, True)
-
-    # -- behavior
-    stabilized, stab_reason = stabilize(combined.replicas, current, recs[:-1], spec.behavior, now)
-    if stab_reason:
-        steps.append(Step(name="stabilize", proposal=stabilized, reason=stab_reason))
-    limited, rate_reason = limit_rate(stabilized, current, events, spec.behavior, floor, eff_max, now)
-    if rate_reason in ("clamped_min", "clamped_max"):
-        rate_reason = bound_reason(limited, low=rate_reason == "clamped_min")
-    if rate_reason:
-        steps.append(Step(name="rate", proposal=limited, reason=rate_reason))
-    reason = rate_reason or stab_reason or combined.reason
-    if (
-        limited == current
-        and cooling
-        and current == floor
-        and reason in ("within_tolerance", "direction_flip", "clamped_min", "stabilized_down", "rate_limited_down")
-    ):
-        reason = "cooldown_hold"
-    if limited != current and reason in ("within_tolerance", "direction_flip", "missing_metrics_hold"):
-        reason = "scale_up" if limited > current else "scale_down"
-    return finish(limited, reason, combined.detail)
+    if state is None:
+        state = seed_state(spec, current, now)
+    tick = _start(spec, bounds, readings, current, ready, state, now, replicas, forecast)
+    for step in STEPS:
+        decision = step(tick)
+        if decision is not None:
+            return decision
+    raise AssertionError("the last step always decides")  # pragma: no cover

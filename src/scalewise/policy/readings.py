@@ -78,9 +78,16 @@ class MetricReading(BaseModel):
 
 
 class ReplicaInfo(BaseModel):
-    """Readiness of one replica (pod, task, container), identified like the per-replica values."""
+    """Readiness of one replica (pod, task, container), identified like the per-replica values.
+
+    ``ready`` is only used for ``utilization`` metrics (the HPA discounts unready pods for CPU only);
+    ``pending`` replicas count as unready for every metric.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
     ready: bool = True
+    pending: bool = Field(
+        default=False, description="Not started yet (a Pending pod, a container not running): unready for every metric"
+    )

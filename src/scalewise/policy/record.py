@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from scalewise.policy.config import AutoscalingSpec
-from scalewise.policy.decide import Decision, PolicyState, Step, decide
+from scalewise.policy.decide import Decision, PolicyState, Step, decide, seed_state
 
 
 class DecisionRecord(BaseModel):
@@ -31,7 +31,11 @@ class DecisionRecord(BaseModel):
             workload=workload,
             config_version=spec.config_hash(),
             spec=spec,
-            state_before=state_before or PolicyState(),
+            state_before=(
+                state_before
+                if state_before is not None
+                else seed_state(spec, decision.current, decision.inputs.now)
+            ),
             decision=decision,
         )
 
@@ -50,4 +54,5 @@ def replay(record: DecisionRecord) -> Decision:
         record.state_before,
         inputs.now,
         inputs.replicas,
+        inputs.forecast,
     )

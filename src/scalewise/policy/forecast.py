@@ -1,0 +1,188 @@
+"""Demand forecasts for predictive scaling. Pure: no I/O, no clock, no third-party model library.
+
+The policy never fits anything. A caller hands :func:`~scalewise.policy.decide.decide` a
+:class:`Forecast` (the predicted peak of the demand metric over the horizon); the policy turns it into
+a floor (``ceil(value x (1 + margin) / target)``), combines it with the reactive proposal by max and
+records it. Two ways to make the value, both cheap per tick:
+
+* :class:`SeasonalWindow`: the mean over the last ``seasons`` seasons of the peak in the same phase
+  window (no training). A ring buffer fed one point per tick (the backtest: O(seasons x
+  horizon/step) per forecast) or built from a range query (:func:`seasonal_window_forecast`).
+* :class:`HoltWintersModel`: the final state of an additive Holt-Winters model fitted elsewhere (a
+  scheduled flow with statsmodels); :meth:`HoltWintersModel.predict` extrapolates it in pure Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Forecaster = Literal["seasonal_window", "holt_winters"]
+
+#: Why a forecast could not be made (``Forecast.unavailable``).
+UNAVAILABLE_CODES: tuple[str, ...] = (
+    "no_history",  # not one past season in the demand history
+    "model_missing",  # no trained model stored
+    "model_stale",  # the trained model is older than max_model_age
+    "model_invalid",  # the stored model could not be read, or is for another metric/season
+    "source",  # the history could not be read (Prometheus down, ...)
+)
+
+
+class Forecast(BaseModel):
+    """A demand forecast handed to ``decide()``; part of the decision's recorded inputs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float | None = Field(default=None, ge=0, description="Predicted peak demand over the horizon")
+    horizon: float = Field(ge=0, description="Seconds ahead the value covers")
+    forecaster: Forecaster
+    trained_at: datetime | None = Field(default=None, description="End of the model's training window")
+    error: float | None = Field(default=None, description="The model's error on held-out data (RMSE)")
+    unavailable: str | None = Field(default=None, description="Code from UNAVAILABLE_CODES when value is None")
+    detail: str = ""
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @classmethod
+    def missing(cls, forecaster: Forecaster, horizon: float, code: str, detail: str = "") -> Forecast:
+        if code not in UNAVAILABLE_CODES:
+            raise ValueError(f"unknown code {code!r}")
+        return cls(horizon=horizon, forecaster=forecaster, unavailable=code, detail=detail)
+
+
+class SeasonalWindow:
+    """Ring buffer of one value per ``step`` over ``seasons`` seasons (+ one horizon).
+
+    ``forecast(t, horizon)`` = mean over k = 1..seasons of the peak over ``[t - k*season,
+    t - k*season + horizon]``, over the seasons that have data; None when none has.
+    """
+
+    def __init__(self, season_s: float, step_s: float, seasons: int, horizon_s: float) -> None:
+        if season_s <= 0 or step_s <= 0 or seasons < 1 or horizon_s < 0:
+            raise ValueError("season and step must be positive, seasons >= 1, horizon >= 0")
+        self.step = step_s
+        self.season_slots = max(1, round(season_s / step_s))
+        self.seasons = seasons
+        self.horizon_slots = math.ceil(horizon_s / step_s)
+        self.capacity = self.season_slots * seasons + self.horizon_slots + 2
+        self._values: list[float] = [0.0] * self.capacity
+        self._slot: list[int | None] = [None] * self.capacity  # which absolute slot each cell holds
+
+    def _index(self, t_s: float) -> int:
+        return math.floor(t_s / self.step + 1e-9)
+
+    def add(self, t_s: float, value: float) -> None:
+        """Record ``value`` at ``t_s`` (seconds, any epoch); within a slot the peak is kept."""
+        slot = self._index(t_s)
+        cell = slot % self.capacity
+        if self._slot[cell] == slot:
+            self._values[cell] = max(self._values[cell], value)
+        else:
+            self._slot[cell], self._values[cell] = slot, value
+
+    def extend(self, points: Iterable[tuple[float, float]]) -> SeasonalWindow:
+        for t_s, value in points:
+            self.add(t_s, value)
+        return self
+
+    def forecast(self, t_s: float) -> tuple[float | None, int]:
+        """(forecast, number of seasons it averages) at ``t_s`` for the configured horizon."""
+        now_slot = self._index(t_s)
+        peaks: list[float] = []
+        for k in range(1, self.seasons + 1):
+            start = now_slot - k * self.season_slots
+            peak: float | None = None
+            for slot in range(start, start + self.horizon_slots + 1):
+                cell = slot % self.capacity
+                if self._slot[cell] == slot and (peak is None or self._values[cell] > peak):
+                    peak = self._values[cell]
+            if peak is not None:
+                peaks.append(peak)
+        if not peaks:
+            return None, 0
+        return sum(peaks) / len(peaks), len(peaks)
+
+
+def seasonal_window_forecast(
+    points: Iterable[tuple[float, float]],
+    now_s: float,
+    *,
+    season_s: float,
+    seasons: int,
+    horizon_s: float,
+    step_s: float,
+) -> Forecast:
+    """The seasonal-window forecast at ``now_s`` from ``(t_s, value)`` points (e.g. a range query)."""
+    window = SeasonalWindow(season_s, step_s, seasons, horizon_s).extend(points)
+    value, used = window.forecast(now_s)
+    if value is None:
+        return Forecast.missing("seasonal_window", horizon_s, "no_history", f"no data in the last {seasons} seasons")
+    return Forecast(
+        value=value,
+        horizon=horizon_s,
+        forecaster="seasonal_window",
+        detail=f"mean of the peaks of {used}/{seasons} past seasons",
+    )
+
+
+class HoltWintersModel(BaseModel):
+    """The final state of an additive (damped-trend) Holt-Winters model, as stored after training.
+
+    ``seasonal[i]`` is the seasonal component of step ``i`` after the end of the training window
+    (``i`` modulo the season length). Small: one float per step of one season.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    forecaster: Literal["holt_winters"] = "holt_winters"
+    metric: str
+    step_s: float = Field(gt=0)
+    season_s: float = Field(gt=0)
+    trained_from: datetime
+    trained_at: datetime = Field(description="End of the training window")
+    level: float
+    trend: float = 0.0
+    damping: float = Field(default=1.0, ge=0.0, le=1.0)
+    seasonal: list[float] = Field(min_length=1)
+    error: float = Field(ge=0, description="RMSE on the held-out last part of the window")
+    points: int = Field(ge=0, description="Points in the training window")
+
+    def predict(self, at: datetime, horizon_s: float) -> float:
+        """Peak of the forecast over ``[at, at + horizon_s]`` (never below 0)."""
+        start = (at - self.trained_at).total_seconds()
+        first = max(1, math.ceil(start / self.step_s - 1e-9))
+        last = max(first, math.ceil((start + horizon_s) / self.step_s - 1e-9))
+        m = len(self.seasonal)
+        best = 0.0
+        for h in range(first, last + 1):
+            if self.damping == 1.0:
+                trend = h * self.trend
+            else:
+                trend = self.trend * self.damping * (1 - self.damping**h) / (1 - self.damping)
+            best = max(best, self.level + trend + self.seasonal[(h - 1) % m])
+        return best
+
+    def forecast(self, at: datetime, horizon_s: float) -> Forecast:
+        return Forecast(
+            value=self.predict(at, horizon_s),
+            horizon=horizon_s,
+            forecaster="holt_winters",
+            trained_at=self.trained_at,
+            error=self.error,
+            detail=f"trained on {self.points} points to {self.trained_at.isoformat()}",
+        )
+
+
+def floor_for(value: float, margin: float, target: float) -> int:
+    """Replicas needed for ``value`` with the safety margin: ``ceil(value x (1 + margin) / target)``."""
+    return max(1, math.ceil(round(value * (1 + margin) / target, 9)))

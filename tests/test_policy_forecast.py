@@ -1,0 +1,220 @@
+"""Predictive scaling in the policy: the forecast floor, forecast_only, staleness, replay; forecasters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scalewise.errors import SpecError
+from scalewise.policy.config import AutoscalingSpec
+from scalewise.policy.decide import DecisionInputs, PolicyState, decide
+from scalewise.policy.forecast import Forecast, HoltWintersModel, SeasonalWindow, seasonal_window_forecast
+from scalewise.policy.readings import MetricReading
+from scalewise.policy.record import DecisionRecord, replay
+from scalewise.spec import parse_workload
+
+T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
+NO_WINDOWS = {
+    "scale_up": {"stabilization_window": 0, "policies": [{"type": "percent", "value": 1000, "period": 15}]},
+    "scale_down": {"stabilization_window": 0, "policies": [{"type": "percent", "value": 100, "period": 15}]},
+}
+RPS = {"name": "rps", "query": 'sum(rate(req{workload="{workload}"}[1m]))', "type": "average_value", "target": 10}
+
+
+def spec(**predictive: Any) -> AutoscalingSpec:
+    return AutoscalingSpec.model_validate(
+        {"metrics": [RPS], "behavior": NO_WINDOWS, "predictive": {"metric": "rps", **predictive}}
+    )
+
+
+def run(s: AutoscalingSpec, total: float, current: int, forecast: Forecast | None, now: datetime = T0):
+    reading = [MetricReading.success("rps", now, total)]
+    return decide(s, (1, 20), reading, current, current, PolicyState(), now, None, forecast)
+
+
+def fc(value: float | None, **kw: Any) -> Forecast:
+    return Forecast(value=value, horizon=60, forecaster="seasonal_window", **kw)
+
+
+def forecast_step(d):
+    return next(s for s in d.steps if s.name == "forecast")
+
+
+def test_floor_raises_the_reactive_proposal():
+    d = run(spec(margin=0.1), 20, 2, fc(100))  # reactive: 20/10 -> 2 (in tolerance); floor ceil(110/10) = 11
+    assert (d.desired, d.reason) == (11, "forecast_floor")
+    step = forecast_step(d)
+    assert (step.proposal, step.reason) == (11, "forecast_floor")
+    assert "forecast 100 over 60s" in step.detail and "floor 11" in step.detail
+
+
+def test_reactive_above_the_floor_wins():
+    d = run(spec(), 150, 2, fc(50))  # reactive 15, floor 6
+    assert (d.desired, d.reason) == (15, "scale_up")
+    assert forecast_step(d).reason == "forecast_covered"
+
+
+def test_forecast_alone_never_scales_in():
+    d = run(spec(), 80, 8, fc(0))  # reactive holds 8 (in tolerance), the forecast says nothing is coming
+    assert (d.desired, d.reason) == (8, "within_tolerance")
+    assert forecast_step(d).reason == "forecast_covered"
+    d = run(spec(), 30, 8, fc(50))  # reactive 3, floor 6: the scale-in stops at the floor
+    assert (d.desired, d.reason) == (6, "forecast_floor")
+
+
+def test_forecast_only_records_without_acting():
+    base = run(spec(mode="forecast_only"), 20, 2, None)
+    d = run(spec(mode="forecast_only"), 20, 2, fc(100))
+    assert (d.desired, d.reason) == (base.desired, base.reason) == (2, "within_tolerance")
+    step = forecast_step(d)
+    assert (step.proposal, step.reason) == (11, "forecast_only") and "would raise 2 to 11" in step.detail
+
+
+def test_stale_and_missing_forecasts_set_no_floor():
+    stale = fc(100, trained_at=T0 - timedelta(days=3), error=1.5)
+    d = run(spec(max_model_age="2d"), 20, 2, stale)
+    assert d.desired == 2 and forecast_step(d).reason == "forecast_stale"
+    d = run(spec(), 20, 2, fc(100, trained_at=T0 - timedelta(days=1)))
+    assert d.desired == 11
+    d = run(spec(), 20, 2, None)
+    assert d.desired == 2 and forecast_step(d).reason == "forecast_unavailable"
+    d = run(spec(), 20, 2, Forecast.missing("holt_winters", 60, "model_missing", "no stored model"))
+    step = forecast_step(d)
+    assert step.reason == "forecast_unavailable" and "model_missing: no stored model" in step.detail
+    no_predictive = AutoscalingSpec.model_validate({"metrics": [RPS], "behavior": NO_WINDOWS})
+    d = run(no_predictive, 20, 2, fc(100))
+    assert d.desired == 2 and not any(s.name == "forecast" for s in d.steps)
+
+
+def test_record_replays_the_forecast():
+    s = spec()
+    d = run(s, 20, 2, fc(100, trained_at=T0 - timedelta(hours=1), error=2.0, detail="x"))
+    record = DecisionRecord.model_validate_json(DecisionRecord.of(s, PolicyState(), d).model_dump_json())
+    assert record.decision.inputs.forecast is not None and record.decision.inputs.forecast.value == 100
+    assert replay(record) == d
+
+
+def test_old_records_without_a_forecast_still_load():
+    old = {"bounds": [1, 5], "readings": [], "current": 1, "ready": 1, "now": T0.isoformat(), "config_hash": "x"}
+    assert DecisionInputs.model_validate(old).forecast is None
+
+
+@pytest.mark.parametrize(
+    ("predictive", "field", "message"),
+    [
+        ({"metric": "nope"}, "predictive.metric", "not one of the metrics"),
+        ({"metric": "cpu"}, "predictive.metric", "must be an 'average_value' metric"),
+        ({"metric": "rps", "forecaster": "prophet"}, "predictive.forecaster", "seasonal_window"),
+        ({"metric": "rps", "margin": -0.1}, "predictive.margin", "greater than or equal to 0"),
+        ({"metric": "rps", "mode": "scale"}, "predictive.mode", "forecast_only"),
+        ({"metric": "rps", "horizon": "0s"}, "predictive.horizon", "greater than 0"),
+        ({"metric": "rps", "season": "90s", "step": "120s"}, "predictive", "longer than the season"),
+        ({"metric": "rps", "seasons": 0}, "predictive.seasons", "greater than or equal to 1"),
+        ({"metric": "rps", "max_model_age": "soon"}, "predictive.max_model_age", ""),
+        ({"metric": "rps", "surprise": 1}, "predictive.surprise", "Extra inputs"),
+    ],
+)
+def test_predictive_validation_names_the_field(predictive, field, message):
+    doc = {
+        "name": "api",
+        "target": "docker",
+        "image": "x:1",
+        "autoscaling": {
+            "metrics": [RPS, {"name": "cpu", "source": "docker_cpu", "type": "utilization", "target": 60}],
+            "predictive": predictive,
+        },
+    }
+    with pytest.raises(SpecError) as exc:
+        parse_workload(doc, "api.yaml")
+    text = str(exc.value)
+    assert "api.yaml" in text and field in text and message in text, text
+
+
+def test_defaults():
+    p = spec().predictive
+    assert p is not None
+    assert (p.forecaster, p.horizon, p.margin, p.season, p.seasons, p.mode) == (
+        "seasonal_window", 60.0, 0.1, 86400.0, 7, "forecast_and_scale",
+    )
+
+
+# --------------------------------------------------------------------------- forecasters
+
+
+def test_seasonal_window_mean_of_past_peaks():
+    day = 86400.0
+    points = [(k * day + 3600 + dt, v) for k, v in ((0, 10.0), (1, 20.0), (2, 30.0)) for dt in (0, 30, 60)]
+    points.append((2 * day + 3600 + 120, 99.0))  # outside the 60 s window: ignored
+    f = seasonal_window_forecast(points, 3 * day + 3600, season_s=day, seasons=7, horizon_s=60, step_s=30)
+    assert f.value == pytest.approx(20.0) and "3/7" in f.detail
+    f = seasonal_window_forecast(points, 3 * day + 3600, season_s=day, seasons=2, horizon_s=60, step_s=30)
+    assert f.value == pytest.approx(25.0)
+    empty = seasonal_window_forecast([], 0, season_s=day, seasons=7, horizon_s=60, step_s=30)
+    assert (empty.value, empty.unavailable) == (None, "no_history")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.floats(0, 1000, allow_nan=False)), max_size=80),
+    st.integers(100, 500),
+    st.integers(1, 4),
+    st.integers(0, 30),
+)
+def test_ring_buffer_matches_brute_force(samples, now, seasons, horizon):
+    season, step = 50.0, 5.0
+    window = SeasonalWindow(season, step, seasons, horizon)
+    for t, v in sorted(samples):
+        if t <= now:
+            window.add(t, v)
+    value, _ = window.forecast(now)
+    now_slot = now // 5
+    peaks = []
+    for k in range(1, seasons + 1):
+        lo = now_slot - k * 10
+        inside = [v for t, v in samples if t <= now and lo <= t // 5 <= lo + -(-horizon // 5)]
+        if inside:
+            peaks.append(max(inside))
+    assert (value is None) == (not peaks)
+    if peaks:
+        assert value == pytest.approx(sum(peaks) / len(peaks))
+
+
+def test_holt_winters_model_predicts_its_season():
+    model = HoltWintersModel(
+        metric="rps", step_s=60, season_s=240, trained_from=T0 - timedelta(days=7), trained_at=T0,
+        level=100.0, trend=1.0, damping=1.0, seasonal=[0.0, 10.0, -10.0, 0.0], error=3.0, points=10080,
+    )
+    assert model.predict(T0, 0) == pytest.approx(101.0)  # h=1
+    assert model.predict(T0 + timedelta(seconds=60), 0) == pytest.approx(101.0)  # step h=1 is at T0 + 60 s
+    assert model.predict(T0 + timedelta(seconds=120), 0) == pytest.approx(112.0)  # h=2: 100 + 2 + 10
+    assert model.predict(T0, 180) == pytest.approx(112.0)  # peak of h=1..3
+    f = model.forecast(T0, 60)
+    assert f.forecaster == "holt_winters" and f.trained_at == T0 and f.error == 3.0
+    damped = model.model_copy(update={"damping": 0.5})
+    assert damped.predict(T0 + timedelta(hours=5), 0) < 102.0
+    assert HoltWintersModel.model_validate_json(model.model_dump_json()) == model
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(0, 500, allow_nan=False),
+    st.integers(1, 20),
+    st.none() | st.floats(0, 500, allow_nan=False),
+    st.sampled_from(["forecast_and_scale", "forecast_only"]),
+)
+def test_forecast_only_raises_never_lowers(total, current, value, mode):
+    s = spec(mode=mode)
+    without = run(s, total, current, None)
+    d = run(s, total, current, None if value is None else fc(value))
+    if mode == "forecast_only" or value is None:
+        assert (d.desired, d.reason) == (without.desired, without.reason)
+    else:
+        assert d.desired >= without.desired
+        if d.desired < current:
+            assert without.desired <= d.desired  # any scale-in is the reactive policy's
+    again = replay(DecisionRecord.model_validate_json(DecisionRecord.of(s, PolicyState(), d).model_dump_json()))
+    assert again == d
