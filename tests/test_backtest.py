@@ -154,6 +154,30 @@ def test_policy_file_replaces_the_workloads_section(tmp_path: Path) -> None:
         load_policy(path)
 
 
+def test_predictive_floor_learns_a_seasonal_rise_and_forecast_only_changes_nothing() -> None:
+    """Hourly season: 50 minutes at 1 req/s, 10 at 10 req/s. The reactive HPA is late at every rise;
+    the seasonal-window floor (fed by the readings the autoscaler saw) scales up before it."""
+    hour = [60] * 50 + [600] * 10
+    trace = per_minute(hour * 8)
+    predictive = {"metric": "rps", "season": "1h", "seasons": 3, "step": "60s", "horizon": "90s", "margin": 0.0}
+    model = ServiceModel(capacity=1, startup_s=60)
+    chosen = {
+        **policies_for(api()),
+        "forecast_only": api(predictive={**predictive, "mode": "forecast_only"}),
+        "predictive": api(predictive=predictive),
+    }
+    result = backtest(trace, api(), model, chosen)
+    hpa, pred, dry = (result.scores[n] for n in ("hpa", "predictive", "forecast_only"))
+    assert hpa["under_provisioned_minutes"] >= 8 * 1  # late at each of the 8 rises
+    assert pred["under_provisioned_minutes"] <= hpa["under_provisioned_minutes"] / 4
+    assert pred["forecast_steps"]["forecast_floor"] > 0 and pred["reasons"]["forecast_floor"] > 0
+    assert pred["forecast_steps"]["forecast_unavailable"] >= 4 * 55  # no history until one season (less the horizon)
+    # forecast_only records the floor it would have applied, and decides exactly like the HPA
+    assert dry["forecast_steps"]["forecast_only"] > 0
+    assert {k: v for k, v in dry.items() if k not in ("forecast_steps",)} == hpa
+    assert np.array_equal(result.runs["forecast_only"].provisioned, result.runs["hpa"].provisioned)
+
+
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[Trace, ServiceModel, WorkloadSpec]:
     interval = draw(st.sampled_from([1.0, 5.0, 15.0, 60.0]))

@@ -34,6 +34,7 @@ from scalewise.errors import ScalewiseError
 from scalewise.metrics.base import Clock, MetricReading, MetricSource, WorkloadRef, read_all, utc_now
 from scalewise.model import WorkloadState
 from scalewise.policy.decide import Decision, PolicyState, decide, seed_state
+from scalewise.policy.forecast import Forecast
 from scalewise.policy.record import DecisionRecord
 from scalewise.spec import WorkloadSpec
 
@@ -203,8 +204,10 @@ def evaluate(
     readings: Sequence[MetricReading],
     policy_state: PolicyState | None,
     now: datetime,
+    forecast: Forecast | None = None,
 ) -> tuple[Decision, PolicyState]:
-    """Decide for one workload; returns the decision and the state it started from."""
+    """Decide for one workload; returns the decision and the state it started from. ``forecast``
+    is the demand forecast for ``autoscaling.predictive`` (see :mod:`scalewise.policy.forecast`)."""
     if spec.autoscaling is None:
         raise AutoscaleError(f"{spec.name} has no autoscaling section")
     before = policy_state if policy_state is not None else initial_state(spec, state.desired_replicas, now)
@@ -216,6 +219,7 @@ def evaluate(
         state.ready_replicas,
         before,
         now,
+        forecast=forecast,
     )
     return decision, before
 

@@ -66,4 +66,5 @@ def score(run: Run, grid: Grid, capacity: float, oracle_hours: float | None) -> 
             "jitter_per_hour": round((supply_changes - demand_changes) / (total_s / 3600), 3),
         },
         "reasons": dict(sorted(run.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        **({"forecast_steps": dict(sorted(run.forecast_steps.items()))} if run.forecast_steps else {}),
     }

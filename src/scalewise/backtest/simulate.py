@@ -25,8 +25,9 @@ from scalewise import autoscaler
 from scalewise.backtest.model import ServiceModel
 from scalewise.backtest.trace import Trace, TraceError
 from scalewise.model import WorkloadState
-from scalewise.policy.config import MetricTarget
+from scalewise.policy.config import MetricTarget, Predictive
 from scalewise.policy.decide import PolicyState
+from scalewise.policy.forecast import Forecast, SeasonalWindow
 from scalewise.policy.readings import MetricReading
 from scalewise.spec import WorkloadSpec
 
@@ -155,6 +156,7 @@ class Run:
     actions: int
     decisions: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    forecast_steps: Counter[str] = field(default_factory=Counter)  # reasons of the predictive step
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -185,6 +187,35 @@ def oracle(grid: Grid, bounds: tuple[int, int]) -> Run:
 def initial_count(grid: Grid, bounds: tuple[int, int]) -> int:
     width = grid.startup_cells + 1
     return _clamp(int(grid.need[:width].max()), bounds[0], bounds[1])
+
+
+class Forecaster:
+    """The demand forecast for ``autoscaling.predictive``, made the way a deployment makes it: from the
+    history of the demand metric the autoscaler has seen (a seasonal-window ring buffer fed with each
+    tick's reading). The backtest trains no model: ``holt_winters`` uses its ``fallback``
+    (``seasonal_window``), or reports ``model_missing`` with ``fallback: none``."""
+
+    def __init__(self, predictive: Predictive) -> None:
+        self.spec = predictive
+        self.window = SeasonalWindow(predictive.season, predictive.step, predictive.seasons, predictive.horizon)
+        self.missing: Forecast | None = None
+        if predictive.forecaster == "holt_winters" and predictive.fallback == "none":
+            self.missing = Forecast.missing(
+                "holt_winters", predictive.horizon, "model_missing", "no model is trained in a backtest"
+            )
+        self.note = "" if predictive.forecaster == "seasonal_window" else "model_missing: seasonal_window fallback; "
+
+    def __call__(self, seen: datetime, demand: float, now: datetime) -> Forecast:
+        self.window.add(seen.timestamp(), demand)
+        if self.missing is not None:
+            return self.missing
+        horizon = self.spec.horizon
+        value, used = self.window.forecast(now.timestamp())
+        if value is None:
+            why = f"no data in the last {self.spec.seasons} seasons"
+            return Forecast.missing("seasonal_window", horizon, "no_history", why)
+        detail = f"{self.note}mean of the peaks of {used}/{self.spec.seasons} past seasons"
+        return Forecast(value=value, horizon=horizon, forecaster="seasonal_window", detail=detail)
 
 
 def _metric_kind(metric: MetricTarget) -> str:
@@ -222,8 +253,10 @@ def simulate(
     evaluate = autoscaler.evaluate
     # The orchestrator's view of the workload; only the counts vary, so one object per (desired, ready).
     observed: dict[tuple[int, int], WorkloadState] = {}
+    forecaster = Forecaster(auto.predictive) if auto.predictive is not None else None
     state: PolicyState | None = None
     reasons: Counter[str] = Counter()
+    forecast_steps: Counter[str] = Counter()
     for k in range(grid.ticks):
         cell = k * tick
         reps.mature(cell)
@@ -259,13 +292,22 @@ def simulate(
                 name=spec.name, target=spec.target, desired_replicas=key[0], ready_replicas=key[1],
                 running_replicas=key[0], image=spec.image, version="backtest",
             )
-        decision, _ = evaluate(spec, workload_state, readings, state, grid.now[k])
+        now = grid.now[k]
+        forecast = forecaster(seen, totals[k], now) if forecaster is not None else None
+        decision, _ = evaluate(spec, workload_state, readings, state, now, forecast=forecast)
         state = decision.state
         reasons[decision.reason] += 1
+        if forecast is not None:
+            for step in decision.steps:
+                if step.name == "forecast":
+                    forecast_steps[step.reason] += 1
         reps.set(cell, decision.desired)
         reps.fill(cell, min(cell + tick, cells))
         if progress is not None and (k + 1) % every == 0:
             progress(every)
     if progress is not None:
         progress(grid.ticks % every)
-    return Run(name, reps.provisioned, reps.ready_cells, reps.actions, decisions=grid.ticks, reasons=reasons)
+    return Run(
+        name, reps.provisioned, reps.ready_cells, reps.actions, decisions=grid.ticks, reasons=reasons,
+        forecast_steps=forecast_steps,
+    )
