@@ -20,10 +20,13 @@ from flows.rolling_update import rolling_update
 from flows.scale import scale
 from flows.scale_in import scale_in
 from flows.scale_out import scale_out
+from flows.train_forecast import train_forecast
 from scalewise.audit import Trigger
 
 DEPLOYMENT_NAME = "scalewise"
-OPERATIONS: list[Any] = [deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, backtest]
+OPERATIONS: list[Any] = [
+    deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest,
+]
 
 
 def entrypoint(f: Any) -> str:

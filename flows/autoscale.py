@@ -46,6 +46,7 @@ from scalewise.policy.decide import PolicyState
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
+from tasks.forecast import load_model
 from tasks.policy_state import load_state, save_state
 from tasks.workload import read_state
 
@@ -346,7 +347,7 @@ def plan(workloads: list[str] | None = None) -> list[Result]:
         except Exception as exc:
             results.append(Result(workload=spec.name, outcome="held", reason="policy_state_error", error=f"{exc}"))
             continue
-        ev = autoscaler.evaluate_workload(spec, state, found, policy)
+        ev = autoscaler.evaluate_workload(spec, state, found, policy, load_model=load_model)
         results.append(autoscaler.result_of(ev, "planned", spec))
     return results
 
@@ -371,7 +372,7 @@ def _evaluate_quietly(spec: WorkloadSpec) -> tuple[Result | None, Evaluation | N
         return inputs.held, None
     state, policy = inputs.state, inputs.policy
     assert state is not None
-    ev = autoscaler.evaluate_workload(spec, state, autoscaler.sources(), policy)
+    ev = autoscaler.evaluate_workload(spec, state, autoscaler.sources(), policy, load_model=load_model)
     selfmetrics.EVALUATION_SECONDS.observe(time.monotonic() - t0)
     for reading in ev.decision.inputs.readings:
         if not reading.ok:

@@ -17,6 +17,7 @@ from scalewise.model import WorkloadState
 from scalewise.policy.decide import Decision, PolicyState
 from scalewise.spec import WorkloadSpec
 from tasks import policy_state
+from tasks.forecast import load_model
 from tasks.retry import RETRYING
 
 
@@ -34,8 +35,10 @@ def evaluate(
     policy: PolicyState | None,
     now: datetime,
 ) -> tuple[Decision, PolicyState]:
-    """The policy decision (pure); returns it with the state it started from."""
-    return autoscaler.evaluate(spec, state, readings, policy, now)
+    """The policy decision; returns it with the state it started from. For a predictive workload the
+    forecast input is read first (stored model or Prometheus history; a failure is recorded, never raised)."""
+    forecast = autoscaler.forecast_input(spec, autoscaler.sources(), now, load_model)
+    return autoscaler.evaluate(spec, state, readings, policy, now, forecast)
 
 
 @task(cache_policy=NO_CACHE, **RETRYING)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from scalewise.errors import ScalewiseError
+from scalewise.forecasting import ModelLoader, forecast_for, history_reader
 from scalewise.metrics.base import Clock, MetricReading, MetricSource, WorkloadRef, read_all, utc_now
 from scalewise.model import WorkloadState
 from scalewise.policy.decide import Decision, PolicyState, decide, seed_state
@@ -198,6 +199,17 @@ def initial_state(spec: WorkloadSpec, current: int, now: datetime) -> PolicyStat
     return seed_state(spec.autoscaling, current, now)
 
 
+def forecast_input(
+    spec: WorkloadSpec, found: Mapping[str, MetricSource], now: datetime, load_model: ModelLoader | None = None
+) -> Forecast | None:
+    """The forecast for a predictive workload (None otherwise): the stored model while fresh, else the
+    seasonal window over the Prometheus history; a failed read is a forecast marked unavailable."""
+    if spec.autoscaling is None or spec.autoscaling.predictive is None:
+        return None
+    read = history_reader(found.get("prometheus"), WorkloadRef.of(spec))
+    return forecast_for(spec.name, spec.autoscaling, now, read=read, load_model=load_model)
+
+
 def evaluate(
     spec: WorkloadSpec,
     state: WorkloadState,
@@ -241,10 +253,14 @@ def evaluate_workload(
     found: Mapping[str, MetricSource],
     policy_state: PolicyState | None,
     clock: Clock = utc_now,
+    load_model: ModelLoader | None = None,
 ) -> Evaluation:
-    """Read the metrics of one workload through ``found`` and decide at ``clock()``."""
+    """Read the metrics (and, when predictive, the forecast) of one workload through ``found`` and
+    decide at ``clock()``."""
     readings = read_metrics(spec, found, clock)
-    decision, before = evaluate(spec, state, readings, policy_state, clock())
+    now = clock()
+    forecast = forecast_input(spec, found, now, load_model)
+    decision, before = evaluate(spec, state, readings, policy_state, now, forecast)
     return Evaluation(spec.name, decision, before)
 
 

@@ -79,8 +79,12 @@ class PromEnv:
         extra_scrape_configs: list[dict[str, Any]] | None = None,
         tls: bool = False,
         basic_auth: tuple[str, str] | None = None,
+        retention: str = "2h",
+        backfill: str | None = None,
     ) -> None:
         self.exporter = exporter
+        self.retention = retention
+        self.backfill = backfill
         self.dir = Path(tempfile.mkdtemp(prefix="sw-prom-"))
         self.config_path = self.dir / "prometheus.yml"
         self.rules_path = self.dir / "rules.yml"
@@ -199,7 +203,20 @@ class PromEnv:
 
     # -- process
 
+    def _backfill(self) -> None:
+        """Write the OpenMetrics text ``backfill`` into TSDB blocks (promtool) before the first start."""
+        if not self.backfill or (self.dir / "data").exists():
+            return
+        source = self.dir / "backfill.om"
+        source.write_text(self.backfill)
+        promtool = str(Path(PROMETHEUS).with_name("promtool"))
+        subprocess.run(
+            [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(self.dir / "data")],
+            check=True, capture_output=True, timeout=120,
+        )
+
     def start(self, timeout: float = 30.0) -> None:
+        self._backfill()
         last_error = ""
         for _ in range(3):  # a port picked by free_port() can be taken meanwhile: retry
             self.port = free_port()
@@ -212,7 +229,7 @@ class PromEnv:
                     f"--storage.tsdb.path={self.dir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--web.enable-lifecycle",
-                    "--storage.tsdb.retention.time=2h",
+                    f"--storage.tsdb.retention.time={self.retention}",
                     "--log.level=warn",
                     *([f"--web.config.file={self.web_config_path}"] if self.web_config_path else []),
                 ],

@@ -106,10 +106,27 @@ class PrometheusSource:
         return self._prom.custom_query(promql, params={"timeout": f"{self.timeout:g}s"})
 
     def query_range(self, promql: str, start: datetime, end: datetime, step_s: float) -> Any:
-        """Raw range query: a matrix ``[{"metric": ..., "values": [[t, "v"], ...]}]``; raises the client's errors."""
+        """Raw range query (``/api/v1/query_range``); raises the client's exceptions."""
         return self._prom.custom_query_range(
             promql, start_time=start, end_time=end, step=f"{step_s:g}s", params={"timeout": f"{self.timeout:g}s"}
         )
+
+    def history(
+        self, metric: MetricTarget, workload: WorkloadRef, start: datetime, end: datetime, step_s: float
+    ) -> list[tuple[float, float]]:
+        """``(unix seconds, value)`` of the metric's query over ``[start, end]``; several series are
+        summed per timestamp (a demand total); NaN/Inf points are dropped. Raises ValueError for a
+        refused workload reference and the client's exceptions for a failed query."""
+        if metric.query is None:
+            raise ValueError(f"metric {metric.name!r} has no query")
+        result = self.query_range(render_query(metric.query, workload), start, end, step_s)
+        totals: dict[float, float] = {}
+        for series in result or []:
+            for ts, raw in series.get("values", []):
+                value = _to_float(raw)
+                if value is not None and math.isfinite(value):
+                    totals[float(ts)] = totals.get(float(ts), 0.0) + value
+        return sorted(totals.items())
 
     def read(self, metric: MetricTarget, workload: WorkloadRef) -> MetricReading:
         name = metric.name
