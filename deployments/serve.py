@@ -13,6 +13,7 @@ from prefect import serve
 from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
 
 from flows.autoscale import autoscale
+from flows.backtest import backtest
 from flows.deploy import deploy
 from flows.rollback import rollback
 from flows.rolling_update import rolling_update
@@ -23,7 +24,9 @@ from flows.train_forecast import train_forecast
 from scalewise.audit import Trigger
 
 DEPLOYMENT_NAME = "scalewise"
-OPERATIONS: list[Any] = [deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast]
+OPERATIONS: list[Any] = [
+    deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest,
+]
 
 
 def entrypoint(f: Any) -> str:

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +38,9 @@ from scalewise.policy.decide import Decision, PolicyState, decide, seed_state
 from scalewise.policy.forecast import Forecast
 from scalewise.policy.record import DecisionRecord
 from scalewise.spec import WorkloadSpec
+
+if TYPE_CHECKING:
+    from scalewise.metrics.prometheus_source import PrometheusSource
 
 ENV_PROM_URL = "SCALEWISE_PROMETHEUS_URL"
 ENV_PROM_TOKEN = "SCALEWISE_PROMETHEUS_TOKEN"
@@ -71,32 +74,41 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def prometheus_from_env(env: Mapping[str, str] | None = None) -> PrometheusSource | None:
+    """The Prometheus source configured by ``SCALEWISE_PROMETHEUS_*`` (None without a URL)."""
+    env = os.environ if env is None else env
+    url = (env.get(ENV_PROM_URL) or "").strip()
+    if not url:
+        return None
+    from scalewise.metrics.prometheus_source import PrometheusSource
+
+    user, password = env.get(ENV_PROM_USERNAME), env.get(ENV_PROM_PASSWORD)
+    if bool(user) != bool(password):
+        raise ScalewiseError(f"set both {ENV_PROM_USERNAME} and {ENV_PROM_PASSWORD}, or neither")
+    try:
+        timeout = float(env.get(ENV_PROM_TIMEOUT) or 5.0)
+    except ValueError:
+        raise ScalewiseError(f"{ENV_PROM_TIMEOUT} must be a number of seconds") from None
+    try:
+        return PrometheusSource(
+            url,
+            timeout=timeout,
+            bearer_token=env.get(ENV_PROM_TOKEN) or None,
+            basic_auth=(user, password) if user and password else None,
+            ca_file=env.get(ENV_PROM_CA_FILE) or None,
+            insecure=_flag(env.get(ENV_PROM_INSECURE)),
+        )
+    except ValueError as exc:
+        raise ScalewiseError(f"Prometheus source: {exc}") from None
+
+
 def sources_from_env(env: Mapping[str, str] | None = None) -> dict[str, MetricSource]:
     """Build the metric sources from the environment (see the module docstring)."""
     env = os.environ if env is None else env
     result: dict[str, MetricSource] = {}
-    url = (env.get(ENV_PROM_URL) or "").strip()
-    if url:
-        from scalewise.metrics.prometheus_source import PrometheusSource
-
-        user, password = env.get(ENV_PROM_USERNAME), env.get(ENV_PROM_PASSWORD)
-        if bool(user) != bool(password):
-            raise ScalewiseError(f"set both {ENV_PROM_USERNAME} and {ENV_PROM_PASSWORD}, or neither")
-        try:
-            timeout = float(env.get(ENV_PROM_TIMEOUT) or 5.0)
-        except ValueError:
-            raise ScalewiseError(f"{ENV_PROM_TIMEOUT} must be a number of seconds") from None
-        try:
-            result["prometheus"] = PrometheusSource(
-                url,
-                timeout=timeout,
-                bearer_token=env.get(ENV_PROM_TOKEN) or None,
-                basic_auth=(user, password) if user and password else None,
-                ca_file=env.get(ENV_PROM_CA_FILE) or None,
-                insecure=_flag(env.get(ENV_PROM_INSECURE)),
-            )
-        except ValueError as exc:
-            raise ScalewiseError(f"Prometheus source: {exc}") from None
+    prometheus = prometheus_from_env(env)
+    if prometheus is not None:
+        result["prometheus"] = prometheus
     from scalewise.metrics.docker_stats import DockerCpuSource
 
     try:
@@ -206,7 +218,8 @@ def evaluate(
     now: datetime,
     forecast: Forecast | None = None,
 ) -> tuple[Decision, PolicyState]:
-    """Decide for one workload; returns the decision and the state it started from."""
+    """Decide for one workload; returns the decision and the state it started from. ``forecast``
+    is the demand forecast for ``autoscaling.predictive`` (see :mod:`scalewise.policy.forecast`)."""
     if spec.autoscaling is None:
         raise AutoscaleError(f"{spec.name} has no autoscaling section")
     before = policy_state if policy_state is not None else initial_state(spec, state.desired_replicas, now)

@@ -528,6 +528,146 @@ def autoscaler_loop(
         console.print(f"{ticks} tick(s)")
 
 
+_MODEL_FLAGS = {
+    "capacity": "--capacity", "startup_s": "--startup", "interval_s": "--interval",
+    "scrape_interval_s": "--scrape-interval", "scrape_lag_s": "--scrape-lag", "window_s": "--window",
+}
+
+
+def _moment(value: str, what: str) -> datetime:
+    """An ISO 8601 time (``Z`` allowed; UTC when no zone), Unix seconds, or ``now`` / ``now-7d``."""
+    from scalewise.durations import parse_duration
+
+    text = value.strip()
+    try:
+        if text.startswith("now"):
+            back = text[3:].lstrip()
+            if back and not back.startswith("-"):
+                raise ValueError("use now or now-DURATION")
+            return datetime.now(UTC) - timedelta(seconds=parse_duration(back[1:]) if back else 0.0)
+        try:
+            return datetime.fromtimestamp(float(text), UTC)
+        except ValueError:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except ValueError as exc:
+        fail(f"{what}: cannot read {value!r} as a time (ISO 8601, Unix seconds or now-7d): {exc}", 2)
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def backtest(
+    trace: Annotated[
+        Path | None, typer.Argument(help="CSV trace 'timestamp_s,requests' (or use --prometheus-query)")
+    ] = None,
+    workload: Annotated[str, typer.Option(help="Workload whose replicas and autoscaling section are used")] = "",
+    policy: Annotated[
+        Path | None, typer.Option(help="YAML autoscaling block used instead of the workload's own")
+    ] = None,
+    capacity: Annotated[float, typer.Option(help="Requests/s one ready replica serves")] = 1.0,
+    startup: Annotated[float, typer.Option(help="Seconds from scale-up to a ready replica")] = 60.0,
+    interval: Annotated[float, typer.Option(help="Seconds between autoscaler decisions")] = 15.0,
+    scrape_interval: Annotated[float, typer.Option(help="Prometheus scrape interval, seconds")] = 15.0,
+    scrape_lag: Annotated[float, typer.Option(help="Age of the newest usable scrape, seconds")] = 15.0,
+    window: Annotated[float, typer.Option(help="Metric averaging window, seconds")] = 60.0,
+    prometheus_query: Annotated[
+        str | None, typer.Option(help="PromQL giving requests/s, read over --start..--end (SCALEWISE_PROMETHEUS_URL)")
+    ] = None,
+    start: Annotated[str, typer.Option(help="Range start: ISO 8601, Unix seconds or now-7d")] = "now-1d",
+    end: Annotated[str, typer.Option(help="Range end")] = "now",
+    step: Annotated[str, typer.Option(help="Range step, e.g. 60s")] = "60s",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG: need vs replicas per policy, worst interval")] = None,
+) -> None:
+    """Replay a demand trace through the workload's autoscaling policy, the HPA defaults (same target)
+    and an oracle (no under-provisioning at the least cost); score each. Changes nothing."""
+    import json
+
+    from pydantic import ValidationError
+
+    from scalewise import backtest as bt
+    from scalewise.spec import get_workload
+
+    if not workload:
+        fail("--workload: required (the workload whose replicas and autoscaling are backtested)", 2)
+    try:
+        model = bt.ServiceModel(
+            capacity=capacity, startup_s=startup, interval_s=interval, scrape_interval_s=scrape_interval,
+            scrape_lag_s=scrape_lag, window_s=window,
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        flag = _MODEL_FLAGS.get(str(first["loc"][0]), str(first["loc"][0]))
+        fail(f"{flag}: {str(first['msg']).removeprefix('Value error, ')}", 2)
+    try:
+        spec = get_workload(workloads_path(), workload)
+        chosen = bt.policies_for(spec, bt.load_policy(policy) if policy else None)
+        span = (_moment(start, "--start"), _moment(end, "--end"), _seconds(step, "--step"))
+        demand = bt.load_demand(trace, prometheus_query, *span)
+        result = _run_backtest(bt.backtest, demand, spec, model, chosen)
+    except ScalewiseError as exc:
+        fail(str(exc), 2)
+    if plot is not None:
+        from scalewise.backtest.plot import draw
+
+        try:
+            draw(result, plot)
+        except ImportError:
+            fail("--plot: needs matplotlib (pip install 'scalewise[plot]')", 2)
+        except OSError as exc:
+            fail(f"--plot: cannot write {plot}: {exc.strerror or exc}", 2)
+    out = result.to_json()
+    if as_json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    _show_backtest(out, plot)
+
+
+def _run_backtest(run: Callable[..., Any], *args: Any) -> Any:
+    """Run with a progress bar on stderr for long traces (never on stdout: --json stays clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=not err.is_terminal,
+    )
+    task = bar.add_task("simulating decisions", total=None)
+    with bar:
+        return run(
+            *args,
+            on_start=lambda total: bar.update(task, total=total, visible=total >= 20_000),
+            progress=lambda n: bar.advance(task, n),
+        )
+
+
+def _show_backtest(out: dict[str, Any], plot: Path | None) -> None:
+    tr = out["trace"]
+    console.print(
+        f"[bold]{tr['name']}[/]: {tr['points']} points of {tr['interval_s']:g}s ({tr['duration_h']:g} h), "
+        f"mean {tr['rate_mean']:g} req/s, max {tr['rate_max']:g} req/s; workload {out['workload']}"
+    )
+    table = table_(
+        "policy", "under min", "under %", "unserved %", "replica-h", "x oracle", "actions",
+        "thetaU %", "thetaO %", "tauU %", "tauO %", "instab. %",
+    )
+    for name, p in out["policies"].items():
+        s = p["spec"]
+        table.add_row(
+            name, f"{p['under_provisioned_minutes']:g}", f"{p['under_provisioned_pct']:g}", f"{p['unserved_pct']:g}",
+            f"{p['replica_hours']:g}", f"{p['replica_hours_vs_oracle']:g}x", str(p["scale_actions"]),
+            f"{s['under_accuracy_pct']:g}", f"{s['over_accuracy_pct']:g}", f"{s['under_timeshare_pct']:g}",
+            f"{s['over_timeshare_pct']:g}", f"{s['instability_pct']:g}",
+        )
+    console.print(table)
+    for name, p in out["policies"].items():
+        if p["reasons"]:
+            console.print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in p["reasons"].items()), style="dim")
+    run = out["run"]
+    console.print(f"{run['decisions']} decisions in {run['seconds']:g}s ({run['decisions_per_s']}/s)", style="dim")
+    if plot is not None:
+        console.print(f"plot: {plot}")
+
+
 def main() -> None:
     app()
 

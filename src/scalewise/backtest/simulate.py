@@ -1,0 +1,313 @@
+"""The simulation: a time grid, replica dynamics with start-up delay, the real autoscaler per tick, the oracle.
+
+Everything runs on a grid whose step divides the trace interval, the decision interval, the scrape
+interval and lag, the metric window and the start-up delay, so every event falls on a cell boundary
+and the integrals (replica-hours, unserved requests) are exact for the step-wise demand of the trace.
+Per-tick inputs that do not depend on the policy (the window-averaged demand, the times) are
+precomputed with numpy; the loop itself only builds the readings, calls the autoscaler's own
+``evaluate`` (the real :func:`~scalewise.policy.decide.decide` with the autoscaler's state handling:
+the initial state for a workload seen for the first time, then each decision's state carried
+forward as the autoscaler persists it) and applies the decided count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from scalewise import autoscaler
+from scalewise.backtest.model import ServiceModel
+from scalewise.backtest.trace import Trace, TraceError
+from scalewise.model import WorkloadState
+from scalewise.policy.config import MetricTarget, Predictive
+from scalewise.policy.decide import PolicyState
+from scalewise.policy.forecast import Forecast, SeasonalWindow
+from scalewise.policy.readings import MetricReading
+from scalewise.spec import WorkloadSpec
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Progress = Callable[[int], None]
+
+#: The grid may not exceed this many cells (memory: a few arrays of 8 bytes per cell per policy).
+MAX_CELLS = 40_000_000
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The trace resampled on the simulation grid, plus per-tick precomputations."""
+
+    step_s: float
+    rate: FloatArray  # requests/s in each cell
+    need: IntArray  # replicas needed to serve the cell: ceil(rate / capacity)
+    tick_cells: int
+    startup_cells: int
+    ticks: int
+    scrape_cell: IntArray  # per tick: end (exclusive) of the metric window
+    window_start: IntArray  # per tick: start of the metric window
+    total_rate: FloatArray  # per tick: demand averaged over the window (requests/s)
+    now: list[datetime]  # per tick
+    seen_at: list[datetime]  # per tick: time of the scrape the reading comes from
+
+    @property
+    def cells(self) -> int:
+        return len(self.rate)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def build_grid(trace: Trace, model: ServiceModel) -> Grid:
+    parts = [trace.interval_s, model.interval_s, model.scrape_interval_s, model.window_s]
+    parts += [x for x in (model.startup_s, model.scrape_lag_s) if x > 0]
+    step_ms = 0
+    for part in parts:
+        step_ms = math.gcd(step_ms, _ms(part))
+    per_row = _ms(trace.interval_s) // step_ms
+    cells = per_row * len(trace.requests)
+    if cells > MAX_CELLS:
+        raise TraceError(
+            "model", "interval",
+            f"the trace needs {cells:,} simulation steps of {step_ms} ms (limit {MAX_CELLS:,}); "
+            "use intervals that share a larger common divisor with the trace interval",
+        )
+    step = step_ms / 1000
+    rate = np.repeat(trace.rate, per_row)
+    need = np.ceil(rate / model.capacity - _EPS).astype(np.int64)
+    need[need < 0] = 0
+    tick_cells = _ms(model.interval_s) // step_ms
+    ticks = -(-cells // tick_cells)
+    scrape = _ms(model.scrape_interval_s) // step_ms
+    lag = _ms(model.scrape_lag_s) // step_ms
+    window = _ms(model.window_s) // step_ms
+    decision_cells = np.arange(ticks, dtype=np.int64) * tick_cells
+    end = ((decision_cells - lag) // scrape) * scrape  # the newest scrape old enough to be seen
+    end = np.clip(end, 1, cells)  # before the trace starts: its first cell stands in
+    begin = np.maximum(end - window, 0)
+    csum = np.concatenate(([0.0], np.cumsum(rate)))
+    total = (csum[end] - csum[begin]) / (end - begin)
+    t0 = model.start or datetime.fromtimestamp(trace.start_s, UTC)
+    now = [t0 + timedelta(seconds=float(c) * step) for c in decision_cells]
+    seen = [t0 + timedelta(seconds=float(max(int(e) - 1, 0)) * step) for e in end]
+    return Grid(step, rate, need, tick_cells, _ms(model.startup_s) // step_ms, ticks, end, begin, total, now, seen)
+
+
+class Replicas:
+    """Provisioned and ready replicas over the grid, with the start-up delay."""
+
+    def __init__(self, cells: int, initial: int, startup_cells: int) -> None:
+        self.provisioned: IntArray = np.zeros(cells, dtype=np.int64)
+        self.ready_cells: IntArray = np.zeros(cells, dtype=np.int64)
+        self.current = initial
+        self.ready = initial
+        self.startup = startup_cells
+        self.pending: deque[list[int]] = deque()  # [ready_at_cell, count], in launch order
+        self.actions = 0
+
+    def mature(self, cell: int) -> None:
+        while self.pending and self.pending[0][0] <= cell:
+            self.ready += self.pending.popleft()[1]
+
+    def set(self, cell: int, desired: int) -> None:
+        """Apply a new desired count at ``cell`` (scale-down drops starting replicas first, newest first)."""
+        if desired == self.current:
+            return
+        self.actions += 1
+        if desired > self.current:
+            self.pending.append([cell + self.startup, desired - self.current])
+        else:
+            drop = self.current - desired
+            while drop and self.pending:
+                last = self.pending[-1]
+                take = min(drop, last[1])
+                last[1] -= take
+                drop -= take
+                if last[1] == 0:
+                    self.pending.pop()
+            self.ready -= drop
+        self.current = desired
+        self.mature(cell)
+
+    def fill(self, cell: int, end: int) -> None:
+        """Record the counts for cells ``[cell, end)`` (replicas becoming ready inside are included)."""
+        self.provisioned[cell:end] = self.current
+        self.ready_cells[cell:end] = self.ready
+        for at, count in self.pending:
+            if at >= end:
+                break
+            self.ready_cells[at:end] += count
+
+
+@dataclass
+class Run:
+    """One policy's simulated schedule."""
+
+    name: str
+    provisioned: IntArray
+    ready: IntArray
+    actions: int
+    decisions: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    forecast_steps: Counter[str] = field(default_factory=Counter)  # reasons of the predictive step
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def oracle(grid: Grid, bounds: tuple[int, int]) -> Run:
+    """The cheapest schedule with no under-provisioning under the same start-up delay.
+
+    A replica that must be ready at ``t`` has to be started by ``t - startup``, so at every ``t`` the
+    oracle holds the largest need over ``[t, t + startup]`` (within the bounds), and scales down at once.
+    """
+    need = np.clip(grid.need, bounds[0], bounds[1])
+    width = grid.startup_cells + 1
+    padded = np.concatenate((need, np.full(width - 1, need[-1])))
+    planned = np.lib.stride_tricks.sliding_window_view(padded, width).max(axis=1)
+    reps = Replicas(grid.cells, int(planned[0]), grid.startup_cells)
+    changes = np.flatnonzero(np.diff(planned)) + 1
+    starts = [0, *changes.tolist()]
+    ends = [*changes.tolist(), grid.cells]
+    for begin, end in zip(starts, ends, strict=True):
+        reps.mature(begin)
+        reps.set(begin, int(planned[begin]))
+        reps.fill(begin, end)
+    return Run("oracle", reps.provisioned, reps.ready_cells, reps.actions, decisions=0)
+
+
+def initial_count(grid: Grid, bounds: tuple[int, int]) -> int:
+    width = grid.startup_cells + 1
+    return _clamp(int(grid.need[:width].max()), bounds[0], bounds[1])
+
+
+class Forecaster:
+    """The demand forecast for ``autoscaling.predictive``, made the way a deployment makes it: from the
+    history of the demand metric the autoscaler has seen (a seasonal-window ring buffer fed with each
+    tick's reading). The backtest trains no model: ``holt_winters`` uses its ``fallback``
+    (``seasonal_window``), or reports ``model_missing`` with ``fallback: none``."""
+
+    def __init__(self, predictive: Predictive) -> None:
+        self.spec = predictive
+        self.window = SeasonalWindow(predictive.season, predictive.step, predictive.seasons, predictive.horizon)
+        self.missing: Forecast | None = None
+        if predictive.forecaster == "holt_winters" and predictive.fallback == "none":
+            self.missing = Forecast.missing(
+                "holt_winters", predictive.horizon, "model_missing", "no model is trained in a backtest"
+            )
+        self.note = "" if predictive.forecaster == "seasonal_window" else "model_missing: seasonal_window fallback; "
+
+    def __call__(self, seen: datetime, demand: float, now: datetime) -> Forecast:
+        self.window.add(seen.timestamp(), demand)
+        if self.missing is not None:
+            return self.missing
+        horizon = self.spec.horizon
+        value, used = self.window.forecast(now.timestamp())
+        if value is None:
+            why = f"no data in the last {self.spec.seasons} seasons"
+            return Forecast.missing("seasonal_window", horizon, "no_history", why)
+        detail = f"{self.note}mean of the peaks of {used}/{self.spec.seasons} past seasons"
+        return Forecast(value=value, horizon=horizon, forecaster="seasonal_window", detail=detail)
+
+
+def _metric_kind(metric: MetricTarget) -> str:
+    per_replica = metric.source == "docker_cpu" or metric.per_replica_label is not None
+    if metric.type == "utilization":
+        return "utilization_each" if per_replica else "utilization"
+    if per_replica:
+        return "rate_each"
+    return "total"
+
+
+def simulate(
+    name: str,
+    spec: WorkloadSpec,
+    grid: Grid,
+    model: ServiceModel,
+    progress: Progress | None = None,
+    every: int = 2000,
+) -> Run:
+    """Drive the autoscaler's evaluation of ``spec`` over the grid, one call per decision tick."""
+    auto = spec.autoscaling
+    if auto is None:
+        raise TraceError("workload", "autoscaling", f"{spec.name} has no autoscaling section to backtest")
+    bounds = (spec.replicas.min, spec.replicas.max)
+    # A deployed service runs at least one replica (metric scaling never starts from 0).
+    reps = Replicas(grid.cells, max(1, initial_count(grid, bounds)), grid.startup_cells)
+    kinds = [(m.name, _metric_kind(m)) for m in auto.metrics]
+    needs_history = any(kind != "total" for _, kind in kinds)
+    rate, ready_hist = grid.rate, reps.ready_cells
+    capacity = model.capacity
+    totals = grid.total_rate.tolist()
+    ends, begins = grid.scrape_cell.tolist(), grid.window_start.tolist()
+    tick, cells = grid.tick_cells, grid.cells
+    success, per_replica_reading, failure = MetricReading.success, MetricReading.per_replica, MetricReading.failure
+    evaluate = autoscaler.evaluate
+    # The orchestrator's view of the workload; only the counts vary, so one object per (desired, ready).
+    observed: dict[tuple[int, int], WorkloadState] = {}
+    forecaster = Forecaster(auto.predictive) if auto.predictive is not None else None
+    state: PolicyState | None = None
+    reasons: Counter[str] = Counter()
+    forecast_steps: Counter[str] = Counter()
+    for k in range(grid.ticks):
+        cell = k * tick
+        reps.mature(cell)
+        seen = grid.seen_at[k]
+        readings: list[MetricReading] = []
+        per_replica, hist_ok, n_each = 0.0, True, 0
+        if needs_history:
+            lo, hi = begins[k], ends[k]
+            hist = ready_hist[lo:hi] if hi <= cell else None
+            if hist is None or hist.size == 0:
+                hist_ok = reps.ready > 0
+                per_replica = totals[k] / reps.ready if hist_ok else 0.0
+            else:
+                mask = hist > 0
+                hist_ok = bool(mask.any())
+                per_replica = float((rate[lo:hi][mask] / hist[mask]).mean()) if hist_ok else 0.0
+            n_each = reps.ready
+        for metric_name, kind in kinds:
+            if kind == "total":
+                readings.append(success(metric_name, seen, totals[k]))
+            elif not hist_ok:
+                readings.append(failure(metric_name, seen, "no_replicas", "no ready replica"))
+            else:
+                value = per_replica if kind == "rate_each" else 100.0 * per_replica / capacity
+                if kind == "utilization":
+                    readings.append(success(metric_name, seen, value))
+                else:
+                    readings.append(per_replica_reading(metric_name, seen, {f"r{i}": value for i in range(n_each)}))
+        key = (reps.current, reps.ready)
+        workload_state = observed.get(key)
+        if workload_state is None:
+            workload_state = observed[key] = WorkloadState(
+                name=spec.name, target=spec.target, desired_replicas=key[0], ready_replicas=key[1],
+                running_replicas=key[0], image=spec.image, version="backtest",
+            )
+        now = grid.now[k]
+        forecast = forecaster(seen, totals[k], now) if forecaster is not None else None
+        decision, _ = evaluate(spec, workload_state, readings, state, now, forecast=forecast)
+        state = decision.state
+        reasons[decision.reason] += 1
+        if forecast is not None:
+            for step in decision.steps:
+                if step.name == "forecast":
+                    forecast_steps[step.reason] += 1
+        reps.set(cell, decision.desired)
+        reps.fill(cell, min(cell + tick, cells))
+        if progress is not None and (k + 1) % every == 0:
+            progress(every)
+    if progress is not None:
+        progress(grid.ticks % every)
+    return Run(
+        name, reps.provisioned, reps.ready_cells, reps.actions, decisions=grid.ticks, reasons=reasons,
+        forecast_steps=forecast_steps,
+    )
