@@ -9,14 +9,17 @@
 ARG BASE=scalewise/debian-base:bookworm
 
 FROM ${BASE} AS build
-COPY wheels /tmp/wheels
-COPY requirements.lock /tmp/requirements.lock
-# --no-index: only the wheelhouse; -c: every version as pinned; pip compiles bytecode as it installs.
+# Dependencies first (this layer is reused until requirements.lock changes), then scalewise itself.
+# --no-index: only the wheelhouse; versions exactly as pinned; pip compiles bytecode as it installs.
+COPY deps /tmp/deps
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install -q --no-index --find-links /tmp/wheels --no-cache-dir \
-       --disable-pip-version-check -c /tmp/requirements.lock scalewise \
+    && /opt/venv/bin/pip install -q --no-index --no-deps --no-cache-dir --disable-pip-version-check \
+       --find-links /tmp/deps -r /tmp/deps/requirements.txt
+COPY scalewise /tmp/scalewise
+RUN /opt/venv/bin/pip install -q --no-index --no-deps --no-cache-dir --disable-pip-version-check /tmp/scalewise/*.whl \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall -q -y pip \
-    && find /opt/venv -name '*.pyc' -newer /tmp/requirements.lock | head -1 | grep -q . \
+    && test -n "$(find /opt/venv/lib/python3*/site-packages/prefect -name '*.pyc' | head -1)" \
     && /opt/venv/bin/python -c "import scalewise, prefect, prefect_docker, prefect_kubernetes"
 
 FROM ${BASE}

@@ -64,7 +64,7 @@ if [ "$(label_of "$base_tag")" != "$base_hash" ]; then
 fi
 
 # 2. The scalewise image: skipped when nothing that goes into it changed.
-inputs=(pyproject.toml requirements.lock README.md prefect.yaml deployments/scalewise.Dockerfile
+inputs=(pyproject.toml requirements.lock prefect.yaml deployments/scalewise.Dockerfile
         deployments/healthcheck.py deployments/serve.py deployments/triggers.py
         scripts/build-scalewise-image.sh)
 app_hash=$( {
@@ -77,12 +77,12 @@ if [ "$(label_of "$tag")" = "$app_hash" ]; then
   exit 0
 fi
 t0=$SECONDS
-# The build context: the scalewise wheel (only the scalewise package), its dependencies' wheels, the
-# project layer.
+# The build context: scalewise/ its wheel (only the scalewise package), deps/ its dependencies'
+# wheels, project/ the Prefect project layer.
 ctx=$(mktemp -d /var/tmp/scalewise-image.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/wheels" "$ctx/project/deployments"
-uv build -q --wheel -o "$ctx/wheels" . >"$cache/wheel.log" 2>&1 \
+mkdir -p "$ctx/deps" "$ctx/scalewise" "$ctx/project/deployments"
+uv build -q --wheel -o "$ctx/scalewise" . >"$cache/wheel.log" 2>&1 \
   || { echo "building the scalewise wheel failed:" >&2; tail -20 "$cache/wheel.log" >&2; exit 1; }
 # The wheelhouse: every runtime dependency as a wheel, for the base image's exact Python (markers such
 # as python_full_version matter), pinned by requirements.lock; cached by the lock, the dependency list
@@ -96,7 +96,7 @@ if [ ! -f "$wheels/.complete" ]; then
   mkdir -p "$wheels"
   # Resolve what the scalewise wheel needs for that Python (markers evaluated for it, every version
   # constrained to the lock), then download exactly those wheels.
-  echo "scalewise @ file://$(ls "$ctx"/wheels/scalewise-*.whl)" >"$ctx/want.txt"
+  echo "scalewise @ file://$(ls "$ctx"/scalewise/scalewise-*.whl)" >"$ctx/want.txt"
   { uv pip compile -q --no-header --no-annotate --python-version "$py" --python-platform x86_64-manylinux_2_36 \
       -c requirements.lock "$ctx/want.txt" | grep -v '^scalewise @' >"$wheels/requirements.txt" \
     && uv run -q --no-project -p 3.11 --with pip -- python -m pip download -q --disable-pip-version-check \
@@ -113,8 +113,7 @@ if [ ! -f "$wheels/.complete" ]; then
   done
   touch "$wheels/.complete"
 fi
-cp "$wheels"/*.whl "$ctx/wheels/"
-cp requirements.lock "$ctx/"
+cp "$wheels"/*.whl "$wheels/requirements.txt" "$ctx/deps/"
 rm -f "$ctx/want.txt"
 cp -r flows tasks prefect.yaml "$ctx/project/"
 cp deployments/serve.py deployments/triggers.py deployments/healthcheck.py "$ctx/project/deployments/"
