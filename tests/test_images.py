@@ -111,15 +111,15 @@ def test_healthcheck_turns_healthy_when_the_receiver_serves_and_unhealthy_when_n
 
 
 class Worker:
-    """``prefect worker start --type docker`` on the host against the test server."""
+    """``prefect worker start`` on the host against the test server."""
 
-    def __init__(self, pool: str, api_url: str, log: Path) -> None:
+    def __init__(self, pool: str, api_url: str, log: Path, kind: str = "docker") -> None:
         env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS="1",
                    PREFECT_WORKER_PREFETCH_SECONDS="1")
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [PREFECT, "worker", "start", "--pool", pool, "--type", "docker", "--name", pool],
+                [PREFECT, "worker", "start", "--pool", pool, "--type", kind, "--name", pool],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
@@ -156,15 +156,8 @@ def test_docker_worker_runs_a_scale_flow_in_the_image(
     from prefect.client.orchestration import get_client
 
     name = unique_name("img")
-    spec = {
-        "name": name, "target": "swarm", "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
-        "replicas": {"min": 1, "max": 4, "initial": 1},
-        "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
-        "stop_grace_period": "1s",
-    }
     spec_file = shared_workloads / f"{name}.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
+    spec_file.write_text(yaml.safe_dump(swarm_spec(name)))
     spec_file.chmod(0o644)
     pool = unique_name("pool-docker")
     api = prefect_server.api_url
@@ -189,14 +182,7 @@ def test_docker_worker_runs_a_scale_flow_in_the_image(
                 deployment.id, parameters={"workload": name, "replicas": 2, "reason": "scale in a container"},
                 job_variables={"auto_remove": False},
             )
-            deadline = time.monotonic() + 420
-            state = run.state
-            while time.monotonic() < deadline:
-                state = client.read_flow_run(run.id).state
-                if state is not None and state.is_final():
-                    break
-                assert worker.proc.poll() is None, worker.log.read_text()[-4000:]
-                time.sleep(1)
+            state = wait_final(client, run.id, worker, 420)
             assert state is not None and state.is_completed(), (state, worker.log.read_text()[-6000:])
             infra = client.read_flow_run(run.id).infrastructure_pid
 
@@ -222,6 +208,75 @@ def test_docker_worker_runs_a_scale_flow_in_the_image(
         if worker is not None:
             worker.stop()
         for svc in engine.services.list(filters={"name": name}):
+            svc.remove()
+        orchestrators.reset()
+        prefect_cli(api, "work-pool", "delete", pool)
+
+
+def swarm_spec(name: str) -> dict[str, Any]:
+    return {
+        "name": name, "target": "swarm", "image": IMAGE_V1,
+        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "replicas": {"min": 1, "max": 4, "initial": 1},
+        "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
+        "stop_grace_period": "1s",
+    }
+
+
+def wait_final(client: Any, run_id: Any, worker: Worker, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        state = client.read_flow_run(run_id).state
+        if state is not None and state.is_final():
+            return state
+        assert worker.proc.poll() is None, worker.log.read_text()[-4000:]
+        time.sleep(1)
+    return state
+
+
+@pytest.mark.swarm
+@pytest.mark.prefect
+def test_process_worker_runs_a_scale_flow_without_docker_for_the_run(
+    prefect_server: LocalServer, workloads_dir: Path, tmp_path: Path
+) -> None:
+    """The pool for hosts without Docker: pools.py points runs at the project directory."""
+    from prefect.client.orchestration import get_client
+
+    name = unique_name("proc")
+    (workloads_dir / f"{name}.yaml").write_text(yaml.safe_dump(swarm_spec(name)))
+    pool = unique_name("pool-process")
+    api = prefect_server.api_url
+    worker: Worker | None = None
+    try:
+        deploy(workload=name, reason="process pool test setup")
+        bad = subprocess.run(
+            [sys.executable, str(ROOT / "deployments" / "pools.py"), "process", "--name", " "],
+            cwd=ROOT, env=dict(os.environ, PREFECT_API_URL=api), capture_output=True, text=True, timeout=120,
+        )
+        assert bad.returncode == 2 and "name: must not be empty" in bad.stderr
+        made = subprocess.run(
+            [sys.executable, str(ROOT / "deployments" / "pools.py"), "process", "--name", pool],
+            cwd=ROOT, env=dict(os.environ, PREFECT_API_URL=api), capture_output=True, text=True, timeout=300,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        dep = prefect_cli(api, "deploy", "flows/scale.py:scale", "--name", pool, "--pool", pool)
+        assert dep.returncode == 0, dep.stdout + dep.stderr
+        worker = Worker(pool, api, tmp_path / "worker.log", kind="process")
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(f"scale/{pool}")
+            run = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"workload": name, "replicas": 3, "reason": "scale by a process worker"}
+            )
+            state = wait_final(client, run.id, worker, 300)
+            assert state is not None and state.is_completed(), (state, worker.log.read_text()[-6000:])
+        assert docker.from_env().services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 3
+        last = history.fetch(name)[-1].record
+        assert (last.operation, last.outcome, str(last.flow_run_id)) == ("scale", "succeeded", str(run.id))
+    finally:
+        if worker is not None:
+            worker.stop()
+        for svc in docker.from_env().services.list(filters={"name": name}):
             svc.remove()
         orchestrators.reset()
         prefect_cli(api, "work-pool", "delete", pool)
