@@ -28,7 +28,7 @@ def free_port() -> int:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = start_server(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=120)
+    server = start_server(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=600)
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
