@@ -250,16 +250,58 @@ def test_missing_grant_is_not_mistaken_for_not_found(
         orch.close()
 
 
-def test_worker_manifest_is_valid_and_uses_the_service_account(
+WORKER_FILE = RBAC_FILE.parent / "worker.yaml"
+
+
+def worker_docs(namespace: str) -> list[dict[str, Any]]:
+    """worker.yaml with its namespace ("scalewise") replaced by ``namespace``."""
+    docs = [d for d in yaml.safe_load_all(WORKER_FILE.read_text()) if d]
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+    return docs
+
+
+def can_i(kube_cluster: ControlPlane, namespace: str, sa: str, verb: str, resource: str, where: str) -> bool:
+    out = kube_cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", where, f"--as=system:serviceaccount:{namespace}:{sa}", check=False
+    )
+    return out.stdout.strip() == "yes"
+
+
+def test_worker_manifest_is_valid_and_its_role_is_least_privilege(
     kube_cluster: ControlPlane, sa_namespace: str, tmp_path: Path
 ) -> None:
-    worker = yaml.safe_load((RBAC_FILE.parent / "worker.yaml").read_text())
-    assert worker["spec"]["template"]["spec"]["serviceAccountName"] == "scalewise"
-    worker["metadata"]["namespace"] = sa_namespace
+    docs = worker_docs(sa_namespace)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["Deployment", "Role", "RoleBinding", "ServiceAccount"]
+    worker = next(d for d in docs if d["kind"] == "Deployment")
+    pod = worker["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "scalewise-worker"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    command = pod["containers"][0]["command"]
+    assert command[:3] == ["prefect", "worker", "start"] and command[command.index("--type") + 1] == "kubernetes"
+    # The whole manifest passes the API server's validation and admission (nothing stored).
     path = tmp_path / "worker.json"
-    path.write_text(json.dumps(worker))
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
     out = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(path), check=False)
     assert out.returncode == 0, out.stderr
+    # Granted for real: the worker may run and follow Jobs here, and nothing else.
+    grant(kube_cluster, [d for d in docs if d["kind"] != "Deployment"], tmp_path)
+    sa = "scalewise-worker"
+    deadline = time.monotonic() + 15  # RBAC reaches the authorizer through an informer
+    while not can_i(kube_cluster, sa_namespace, sa, "create", "jobs.batch", sa_namespace):
+        assert time.monotonic() < deadline, "the worker's Role never took effect"
+        time.sleep(0.2)
+    for verb, resource in [("create", "jobs.batch"), ("watch", "jobs.batch"), ("delete", "jobs.batch"),
+                           ("list", "pods"), ("watch", "pods"), ("get", "pods/log"), ("create", "events")]:
+        assert can_i(kube_cluster, sa_namespace, sa, verb, resource, sa_namespace), (verb, resource)
+    for verb, resource in [("get", "secrets"), ("create", "pods"), ("patch", "deployments.apps"),
+                           ("delete", "pods"), ("create", "rolebindings.rbac.authorization.k8s.io")]:
+        assert not can_i(kube_cluster, sa_namespace, sa, verb, resource, sa_namespace), (verb, resource)
+    assert not can_i(kube_cluster, sa_namespace, sa, "create", "jobs.batch", "default")
+    assert not can_i(kube_cluster, sa_namespace, sa, "get", "namespaces", sa_namespace)
 
 
 def test_rejected_token_is_a_clear_forbidden_error(

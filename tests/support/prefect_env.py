@@ -36,7 +36,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
     # under pytest's basetemp (0700, reset by every pytest start, which would lock a running cluster out).
     db_home = Path(tempfile.mkdtemp(prefix="scalewise-test-pg-"))
     server = start_server(
-        tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=300, db_home=db_home
+        tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=600, db_home=db_home
     )
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
