@@ -2,6 +2,13 @@
 
 A flow supplies only its body; whatever happens, an action record is written (artifact + event)
 before the run ends, and a failure ends the run Failed with the reason.
+
+Interrupted operations stay visible: a body calls :func:`begin` just before its first write to
+the workload, which stores the record (trigger, plan, before) with outcome ``in_progress``; the
+final record replaces it (same id). If the process dies in between, the record stays
+``in_progress`` until the next operation on the workload takes the lock: that operation records the
+old one as ``interrupted`` and notes in its own plan that it re-read the workload (the adapters
+converge from whatever state they find, so it completes or repairs the half-done change).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from scalewise.audit import ActionRecord, Operation, Snapshot, Trigger
 from scalewise.errors import NotFoundError, RolloutFailed, StaleObservation
 from scalewise.model import WorkloadState
 from scalewise.spec import WorkloadSpec
-from tasks.audit import current_flow_run_id, record_action, resolve_trigger
+from tasks.audit import current_flow_run_id, interrupted_records, record_action, resolve_trigger
 from tasks.locking import workload_lock
 from tasks.workload import load_workload, read_state
 
@@ -45,6 +52,44 @@ def check_fresh(observed_at: datetime | None, max_age_s: float | None, now: date
     if age > max_age_s:
         raise StaleObservation(
             f"the observation that caused this run is {age:.0f}s old (limit {max_age_s:.0f}s); not acting on it"
+        )
+
+
+def begin(record: ActionRecord, intent: list[str] | None = None) -> None:
+    """Store ``record`` as ``in_progress`` before the first write (once per record; not for dry runs).
+
+    ``intent``: the plan to show while in progress when ``record.plan`` is still empty."""
+    if record.dry_run or record.id in _begun:
+        return
+    _begun.add(record.id)
+    update: dict[str, object] = {"outcome": "in_progress"}
+    if intent and not record.plan:
+        update["plan"] = list(intent)
+    record_action(record.model_copy(update=update, deep=True))
+
+
+_begun: set[str] = set()
+
+
+def close_interrupted(record: ActionRecord) -> None:
+    """Under the lock: record every ``in_progress`` record of this workload (from a dead process) as
+    ``interrupted``, and say in ``record``'s plan that this operation takes over from it."""
+    for old in interrupted_records(record.workload, exclude_run=record.flow_run_id):
+        found = datetime.now(UTC)
+        closed = old.model_copy(
+            update={
+                "outcome": "interrupted",
+                "finished_at": found,
+                "error": (
+                    f"interrupted: the process running it stopped before it finished; found by "
+                    f"{record.operation} {record.id} (run {record.flow_run_id or '-'}) at {found:%H:%M:%S} UTC"
+                ),
+            }
+        )
+        record_action(closed)
+        record.plan.append(
+            f"took over from interrupted {old.operation} {old.id} started {old.started_at:%H:%M:%S} UTC "
+            f"({old.trigger.label()}): re-read the workload and converged from its current state"
         )
 
 
@@ -85,6 +130,7 @@ def run_action(
             t_lock = time.monotonic()
             with workload_lock(spec.name):
                 timed(record, "lock_s", t_lock)
+                close_interrupted(record)
                 body(spec, record)
     except Exception as exc:
         record.outcome = "rolled_back" if isinstance(exc, RolloutFailed) else "failed"
@@ -97,6 +143,7 @@ def run_action(
 
 
 def _finish(record: ActionRecord, t0: float) -> None:
+    _begun.discard(record.id)
     record.finished_at = datetime.now(UTC)
     record.durations["total_s"] = round(time.monotonic() - t0, 3)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from flows.common import Body, require_state, snapshot, timed
+from flows.common import Body, begin, require_state, snapshot, timed
 from scalewise.audit import ActionRecord, Snapshot
 from scalewise.errors import ConvergenceTimeout
 from scalewise.operations import WriteOutcome, plan_for
@@ -27,6 +27,7 @@ def apply_and_wait(
 
     ``on_written`` runs once the write is accepted, before waiting.
     """
+    begin(record, [f"scale {mode} {amount}" if mode != "absolute" else f"set replicas to {amount}"])
     t0 = time.monotonic()
     out = apply_scale(spec, mode, amount)
     timed(record, "write_s", t0)

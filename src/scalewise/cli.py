@@ -20,7 +20,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from scalewise.errors import ScalewiseError
-from scalewise.settings import DEFAULT_PREFECT_URL, state_dir, workloads_path
+from scalewise.settings import DEFAULT_PREFECT_URL, enable_heartbeats, state_dir, workloads_path
+
+# Before Prefect is imported (it reads its settings then): the CLI's flow runs send heartbeats, so
+# a killed `scalewise rollout` is marked Crashed by the run_health automation.
+enable_heartbeats()
 
 app = typer.Typer(help="Elastic scaling and container orchestration as Prefect pipelines.", no_args_is_help=True)
 console = Console()
