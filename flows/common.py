@@ -71,9 +71,10 @@ def begin(record: ActionRecord, intent: list[str] | None = None) -> None:
 _begun: set[str] = set()
 
 
-def close_interrupted(record: ActionRecord) -> None:
+def close_interrupted(record: ActionRecord) -> list[str]:
     """Under the lock: record every ``in_progress`` record of this workload (from a dead process) as
-    ``interrupted``, and say in ``record``'s plan that this operation takes over from it."""
+    ``interrupted``; returns the plan lines saying that this operation takes over from them."""
+    notes: list[str] = []
     for old in interrupted_records(record.workload, exclude_run=record.flow_run_id):
         found = datetime.now(UTC)
         closed = old.model_copy(
@@ -87,10 +88,11 @@ def close_interrupted(record: ActionRecord) -> None:
             }
         )
         record_action(closed)
-        record.plan.append(
+        notes.append(
             f"took over from interrupted {old.operation} {old.id} started {old.started_at:%H:%M:%S} UTC "
             f"({old.trigger.label()}): re-read the workload and converged from its current state"
         )
+    return notes
 
 
 def run_action(
@@ -122,6 +124,7 @@ def run_action(
         observed_at=observed_at,
         outcome="planned" if dry_run else "succeeded",
     )
+    notes: list[str] = []
     try:
         check_fresh(observed_at, max_observation_age_s, started)
         if dry_run:
@@ -130,14 +133,16 @@ def run_action(
             t_lock = time.monotonic()
             with workload_lock(spec.name):
                 timed(record, "lock_s", t_lock)
-                close_interrupted(record)
+                notes = close_interrupted(record)
                 body(spec, record)
     except Exception as exc:
+        record.plan[:0] = notes
         record.outcome = "rolled_back" if isinstance(exc, RolloutFailed) else "failed"
         record.error = f"{type(exc).__name__}: {exc}"
         _finish(record, t0)
         record_action(record)
         raise
+    record.plan[:0] = notes
     _finish(record, t0)
     return record_action(record)
 

@@ -30,7 +30,7 @@ from typing import Any
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency._leases import maintain_concurrency_lease
-from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
+from prefect.concurrency._sync import release_concurrency_slots_with_lease
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
@@ -130,23 +130,39 @@ def _take_over(workload: str, lease_id: str) -> None:
         _clear_marker(workload, lease_id)
 
 
+def _try_acquire(name: str) -> uuid.UUID | None:
+    """One attempt at the slot: the lease id, or None when the slot is taken (HTTP 423)."""
+    import httpx
+
+    with get_client(sync_client=True) as client:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=LEASE_S
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 423:
+                return None
+            raise
+    data = response.json()
+    if not data.get("limits"):
+        raise LockUnavailable(f"concurrency limit {name!r} is missing (it is created before it is taken)")
+    return uuid.UUID(str(data["lease_id"]))
+
+
 def _acquire(workload: str, name: str, wait: float) -> uuid.UUID:
     deadline = time.monotonic() + wait
     watch = _StaleWatch(workload)
     while True:
-        left = deadline - time.monotonic()
-        try:
-            got = acquire_concurrency_slots_with_lease(
-                [name], 1, timeout_seconds=max(0.5, min(POLL_S, left)), lease_duration=LEASE_S, strict=True,
-                suppress_warnings=True,
-            )
-            return got.lease_id
-        except TimeoutError:
-            if time.monotonic() >= deadline:
-                raise
+        lease_id = _try_acquire(name)
+        if lease_id is not None:
+            return lease_id
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{name} still taken after {wait:.0f}s")
         dead = watch.dead_lease()
         if dead is not None:
             _take_over(workload, dead)
+            continue
+        time.sleep(max(0.0, min(POLL_S, deadline - time.monotonic())))
 
 
 def _beat(workload: str, value: dict[str, Any], stop: threading.Event) -> None:
