@@ -32,6 +32,7 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from pydantic import Field
 
 from flows.common import require_state, run_action, snapshot
@@ -47,6 +48,7 @@ from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
 from tasks.policy_state import load_state, save_state
+from tasks.schedule import scheduled_claim
 from tasks.workload import read_state
 
 Workloads = Annotated[
@@ -256,16 +258,33 @@ def _one(
     return result, error
 
 
-def _scheduled_at() -> datetime | None:
-    """For a run created by a schedule, its scheduled time: a late run (e.g. created while no runner
-    was up) is then refused like any stale observation, instead of acting long after it was due."""
+# -- scheduled runs: always act, late or not; one run per backlog ---------------------------------
+#
+# A scheduled run reads its own metrics when it starts, so its observation is always fresh, however
+# late it starts: it is never refused for lateness (on a busy machine every run may start late).
+# Late runs are deduplicated instead, with a claim per deployment (a Prefect Variable, changed only
+# under a short lock): the first scheduled run to look designates the newest *due* scheduled run
+# that has not finished as the one that acts, and every other run skips (ends Completed, state
+# named "Skipped", with the reason). The designated run acts whatever is due by the time it starts,
+# so lateness can never starve the autoscaler; while it has not finished, newer runs skip too (it
+# reads metrics after they were due). A backlog after an outage thus collapses into one acting run.
+
+@dataclass(frozen=True)
+class _Scheduled:
+    run_id: str
+    deployment_id: str
+    expected: datetime
+
+
+def _scheduled_run() -> _Scheduled | None:
+    """This run, if a deployment's schedule created it."""
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx else None
-    if run is None or not run.auto_scheduled or run.expected_start_time is None:
+    if run is None or not run.auto_scheduled or run.deployment_id is None or run.expected_start_time is None:
         return None
-    return run.expected_start_time
+    return _Scheduled(str(run.id), str(run.deployment_id), run.expected_start_time)
 
 
 @flow(name="autoscale", flow_run_name=_run_name, validate_parameters=True)
@@ -278,8 +297,11 @@ def autoscale(
     reason: Reason = "autoscaler",
     wait: bool = False,
     timeout_s: Timeout = 120.0,
-) -> list[Result]:
+) -> list[Result] | State[Any]:
     """Evaluate the autoscaling policy of workloads and apply each decision that changes replicas.
+
+    A run created by the deployment's schedule may instead end Completed in a state named
+    "Skipped" when another scheduled run acts for it (a late backlog collapses into one run).
 
     Args:
         workloads: Workloads to evaluate; default every workload with an autoscaling section.
@@ -292,8 +314,14 @@ def autoscale(
         timeout_s: Bounded wait, seconds.
     """
     logger = get_run_logger()
-    if observed_at is None:
-        observed_at = _scheduled_at()  # a scheduled run observes at its scheduled time
+    scheduled = _scheduled_run()
+    if scheduled is not None:
+        why = scheduled_claim(scheduled.run_id, scheduled.deployment_id, scheduled.expected)
+        if why is not None:
+            logger.info("skipped: %s", why)
+            return Completed(name="Skipped", message=why, data=[])
+        # a scheduled run observes when it starts (its readings are its own): fresh, however late
+        observed_at = datetime.now(UTC)
     specs = load_workloads(workloads_path())
     chosen, skipped = autoscaler.select(specs, workloads)
     results: list[Result] = [Result(workload=s.workload, outcome="skipped", reason=s.why) for s in skipped]
@@ -418,12 +446,12 @@ def loop_tick(
             results.append(autoscaler.result_of(ev, "unchanged", spec))
             continue
         try:  # act (or plan) through the audited flow: lock, re-decision, apply, record, save
-            results.extend(
-                autoscale(
-                    workloads=[spec.name], dry_run=dry_run, trigger=trigger, observed_at=observed,
-                    max_observation_age_s=max_observation_age_s, reason="autoscaler loop",
-                )
+            done = autoscale(
+                workloads=[spec.name], dry_run=dry_run, trigger=trigger, observed_at=observed,
+                max_observation_age_s=max_observation_age_s, reason="autoscaler loop",
             )
+            assert isinstance(done, list)  # only scheduled runs are ever skipped
+            results.extend(done)
         except Exception as exc:
             log.warning("%s: autoscale run failed: %s: %s", spec.name, type(exc).__name__, exc)
             failed = autoscaler.result_of(ev, "failed", spec)

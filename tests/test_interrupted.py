@@ -15,7 +15,6 @@ process and once as a run served by ``deployments/serve.py``. Then:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -40,6 +39,7 @@ from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
 from tests.support.prefect_env import ROOT, Served
+from tests.support.procs import kill_tree
 from tests.support.targets import TargetHarness
 
 pytestmark = [pytest.mark.docker, pytest.mark.prefect]
@@ -126,26 +126,6 @@ def running_with(name: str, image: str) -> int:
         capture_output=True, text=True, timeout=60,
     )
     return len(proc.stdout.split())
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and every descendant (a served run is a child process of the runner)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    todo, tree = [pid], []
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(children.get(p, []))
-    for p in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
 
 
 def after_the_kill(spec: WorkloadSpec, dead: ActionRecord, floor: ReadyFloor, monkeypatch: pytest.MonkeyPatch) -> None:
