@@ -69,7 +69,7 @@ def test_a_backlog_of_late_scheduled_runs_collapses_into_one_acting_run(
         def one_finished() -> bool:
             return any(r.state is not None and r.state.is_final() for r in scheduled_runs(dep.id))
 
-        wait_for(one_finished, 120, "a first scheduled run to finish (nothing to do: load on target)", first.log)
+        wait_for(one_finished, 300, "a first scheduled run to finish (nothing to do: load on target)", first.log)
     finally:
         kill_tree(first.proc.pid)  # an outage: the runner dies without pausing its schedule
         first.proc.wait(timeout=30)
@@ -81,7 +81,7 @@ def test_a_backlog_of_late_scheduled_runs_collapses_into_one_acting_run(
         due = [r for r in scheduled_runs(dep.id, due_by=now) if r.state is not None and r.state.is_scheduled()]
         return due if len(due) >= BACKLOG else []
 
-    late = wait_for(backlog, 90, f"{BACKLOG} due runs piling up while no runner is up")
+    late = wait_for(backlog, 180, f"{BACKLOG} due runs piling up while no runner is up")
     late_ids = {r.id for r in late}
 
     second = Served(prefect_server.api_url, workloads_dir, tmp_path / "serve-2.log")
@@ -93,7 +93,7 @@ def test_a_backlog_of_late_scheduled_runs_collapses_into_one_acting_run(
                 runs = [client.read_flow_run(i) for i in late_ids]
             return runs if all(r.state is not None and r.state.is_final() for r in runs) else None
 
-        done = wait_for(settled, 240, "every backlog run to finish", second.log)
+        done = wait_for(settled, 400, "every backlog run to finish", second.log)
         assert all(r.state is not None and r.state.is_completed() for r in done), [r.state for r in done]
         acted = [r for r in done if r.state is not None and r.state.name != "Skipped"]
         skipped = [r for r in done if r.state is not None and r.state.name == "Skipped"]
@@ -101,7 +101,7 @@ def test_a_backlog_of_late_scheduled_runs_collapses_into_one_acting_run(
         assert len(skipped) >= len(done) - 1
         assert all("superseded" in (r.state.message or "") for r in skipped if r.state is not None)
 
-        (act,) = wait_for(lambda: autoscale_actions(workload) or None, 120, "the one scheduled action", second.log)
+        (act,) = wait_for(lambda: autoscale_actions(workload) or None, 300, "the one scheduled action", second.log)
         assert act.trigger.kind == "schedule"
         assert (act.before.replicas, act.after.replicas) == (1, 4)
         assert replicas(workload) == 4
@@ -117,7 +117,7 @@ def test_a_backlog_of_late_scheduled_runs_collapses_into_one_acting_run(
             ]
             return len(fresh) >= 2
 
-        wait_for(later_runs_done, 120, "two more scheduled runs after the action", second.log)
+        wait_for(later_runs_done, 300, "two more scheduled runs after the action", second.log)
         assert len(autoscale_actions(workload)) == 1
     finally:
         second.stop()
