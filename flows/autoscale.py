@@ -41,12 +41,14 @@ from flows.scaling import apply_and_wait
 from scalewise import autoscaler, selfmetrics
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.autoscaler import AutoscaleError, Evaluation, Result
+from scalewise.hold import REASON as HOLD_REASON
 from scalewise.metrics.base import MetricReading
 from scalewise.model import WorkloadState
 from scalewise.policy.decide import PolicyState
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
+from tasks.hold import load_hold
 from tasks.policy_state import load_state, save_state
 from tasks.schedule import scheduled_claim
 from tasks.workload import read_state
@@ -89,6 +91,13 @@ def _act_body(
 ) -> Any:
     def body(spec: WorkloadSpec, record: ActionRecord) -> None:
         fresh = require_state(spec)
+        pinned = held_by_person(spec, get_run_logger())
+        if pinned is not None:  # a manual scale ran meanwhile: it owns the count for now
+            record.before = record.after = snapshot(fresh)
+            record.reason_code, record.outcome = pinned.reason, "noop"
+            record.reason = f"{reason}: {pinned.detail}"[:500]
+            record.plan = [f"re-checked under the lock: {pinned.detail}"]
+            return
         policy = load_policy_state(spec.name)
         decision, before = evaluate(spec, fresh, readings, policy, datetime.now(UTC))
         ev = Evaluation(spec.name, decision, before)
@@ -144,14 +153,35 @@ class _Inputs:
     error: BaseException | None = None
 
 
+def held_by_person(spec: WorkloadSpec, logger: Any) -> Result | None:
+    """A ``manual_hold`` result while a manual scale pins the count (scalewise.hold); a hold that
+    cannot be read holds too (never overwrite a person's count on a guess)."""
+    try:
+        hold = load_hold(spec.name)
+    except Exception as exc:
+        logger.warning("%s: manual hold unreadable, holding: %s: %s", spec.name, type(exc).__name__, exc)
+        return Result(workload=spec.name, outcome="held", reason="hold_state_error", error=f"{exc}")
+    now = datetime.now(UTC)
+    if hold is None or not hold.active(now):
+        return None
+    detail = f"{hold.sentence(spec.name)} ({hold.operation} by {hold.by})"
+    return Result(workload=spec.name, outcome="held", at=now, current=hold.replicas, desired=hold.replicas,
+                  reason=HOLD_REASON, detail=detail)
+
+
 def _gather(
     spec: WorkloadSpec,
     read: Callable[..., WorkloadState | None],
     load: Callable[..., PolicyState | None],
     logger: Any,
 ) -> _Inputs:
-    """Read the workload and its persisted policy state; an error in either holds the workload."""
+    """Read the workload and its persisted policy state; an error in either holds the workload, and so
+    does a manual hold (a person owns the count for now)."""
     name = spec.name
+    pinned = held_by_person(spec, logger)
+    if pinned is not None:
+        selfmetrics.observe_decision(name, HOLD_REASON, False, pinned.desired or 0)
+        return _Inputs(held=pinned)
     try:
         state = read(spec)
     except Exception as exc:
@@ -189,6 +219,8 @@ def _one(
     if inputs.held is not None:
         if inputs.held.reason == "not_deployed":
             logger.info("%s: not deployed on %s; skipped", name, spec.target)
+        elif inputs.held.reason == HOLD_REASON:
+            logger.info("%s: %s", name, inputs.held.detail)
         return inputs.held, inputs.error
     state, policy = inputs.state, inputs.policy
     assert state is not None
@@ -368,6 +400,10 @@ def plan(workloads: list[str] | None = None) -> list[Result]:
             continue
         if state is None:
             results.append(Result(workload=spec.name, outcome="skipped", reason="not_deployed"))
+            continue
+        pinned = held_by_person(spec, log)
+        if pinned is not None:
+            results.append(pinned)
             continue
         try:
             policy = load_state(spec.name)
