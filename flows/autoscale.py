@@ -294,12 +294,16 @@ def _one(
 #
 # A scheduled run reads its own metrics when it starts, so its observation is always fresh, however
 # late it starts: it is never refused for lateness (on a busy machine every run may start late).
-# Late runs are deduplicated instead, with a claim per deployment (a Prefect Variable, changed only
-# under a short lock): the first scheduled run to look designates the newest *due* scheduled run
-# that has not finished as the one that acts, and every other run skips (ends Completed, state
-# named "Skipped", with the reason). The designated run acts whatever is due by the time it starts,
-# so lateness can never starve the autoscaler; while it has not finished, newer runs skip too (it
-# reads metrics after they were due). A backlog after an outage thus collapses into one acting run.
+# Late runs are deduplicated instead, on two levels:
+# * the deployment's concurrency limit (1, collision strategy CANCEL_NEW, declared in prefect.yaml):
+#   while one autoscale run is in flight, the server cancels new ones before a process is started
+#   for them (without it, a runner coming back after an outage starts a process per due run at once,
+#   which on a small machine starved all of them);
+# * a scheduled run that starts when another scheduled run already started evaluating after its
+#   due time skips (ends Completed in a state named "Skipped", with the reason): the other run read
+#   fresher metrics. Nothing is ever skipped for a run that has not started, so lateness cannot
+#   starve the autoscaler. A backlog after an outage thus collapses into one acting run.
+
 
 @dataclass(frozen=True)
 class _Scheduled:
