@@ -204,4 +204,7 @@ def workload_lock(workload: str, timeout_s: float | None = None) -> Iterator[Non
             beat.join(timeout=BEAT_S)
         with suppress(Exception):
             _clear_marker(workload, str(lease_id))
-        release_concurrency_slots_with_lease(lease_id)
+        try:
+            release_concurrency_slots_with_lease(lease_id)
+        except Exception as exc:  # taken over, or the server unreachable: the lease expires on its own
+            log.warning("%s: could not release lease %s: %s: %s", workload, lease_id, type(exc).__name__, exc)
