@@ -24,12 +24,17 @@ DEFAULT_FILE = HERE / "automations.yaml"
 MANAGED_TAG = "scalewise"
 
 
-def load(path: Path = DEFAULT_FILE) -> list[dict[str, Any]]:
+SECTIONS = ("automations", "run_health")
+
+
+def load(path: Path = DEFAULT_FILE, section: str = "automations") -> list[dict[str, Any]]:
+    """The automations declared under ``section`` (``automations``: operations started by events;
+    ``run_health``: automations about flow runs, such as zombie-run detection)."""
     docs = read_yaml(path)  # strict: a duplicate key is an error naming the file, the key and its line
     data = docs[0] if docs else {}
-    items = data.get("automations") if isinstance(data, dict) else None
+    items = data.get(section) if isinstance(data, dict) else None
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a top-level 'automations:' list")
+        raise ValueError(f"{path}: expected a top-level '{section}:' list")
     names = [a.get("name") for a in items]
     if len(set(names)) != len(names) or not all(names):
         raise ValueError(f"{path}: every automation needs a unique name")
@@ -113,6 +118,11 @@ async def apply(
     return report
 
 
+def apply_run_health(path: Path = DEFAULT_FILE) -> dict[str, list[str]]:
+    """Apply the ``run_health`` automations (zombie-run detection); what serve.py and the tests call."""
+    return asyncio.run(apply(load(path, "run_health")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="automations file")
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     args = parser.parse_args(argv)
     try:
-        items = load(args.file)
+        items = [item for section in SECTIONS for item in load(args.file, section)]
         report = asyncio.run(apply(items, args.deployment_suffix, args.prune, args.dry_run))
     except Exception as exc:  # a clear one-line error for the operator
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

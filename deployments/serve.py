@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from apply_automations import apply_run_health  # type: ignore[import-not-found]  # sibling file
 from prefect import serve
 from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
 
@@ -22,6 +23,7 @@ from flows.scale_in import scale_in
 from flows.scale_out import scale_out
 from flows.train_forecast import train_forecast
 from scalewise.audit import Trigger
+from scalewise.settings import enable_heartbeats
 
 DEPLOYMENT_NAME = "scalewise"
 OPERATIONS: list[Any] = [
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deploy", action="append", default=[], metavar="WORKLOAD", help="deploy first")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls for scheduled runs")
     args = parser.parse_args(argv)
+    # Served runs are child processes: they read this when they start, and send heartbeats; the
+    # run_health automation marks a run whose process died Crashed.
+    enable_heartbeats()
+    apply_run_health()
     for workload in args.deploy:
         deploy(workload=workload, reason="initial deploy", trigger=Trigger(kind="api", actor="serve.py"))
     serve(*runner_deployments(), query_seconds=args.poll)

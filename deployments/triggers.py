@@ -97,4 +97,9 @@ def declared(entrypoint: str, flow_name: str, path: Path = PROJECT) -> dict[str,
     schedules = schedules_of(entrypoint, path)
     if schedules:
         kwargs["schedules"] = schedules
+    limit = deployment_config(entrypoint, path).get("concurrency_limit")
+    if limit is not None:
+        from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+        kwargs["concurrency_limit"] = limit if isinstance(limit, int) else ConcurrencyLimitConfig(**limit)
     return kwargs

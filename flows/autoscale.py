@@ -32,6 +32,7 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from pydantic import Field
 
 from flows.common import require_state, run_action, snapshot
@@ -40,6 +41,7 @@ from flows.scaling import apply_and_wait
 from scalewise import autoscaler, selfmetrics
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.autoscaler import AutoscaleError, Evaluation, Result
+from scalewise.hold import REASON as HOLD_REASON
 from scalewise.metrics.base import MetricReading
 from scalewise.model import WorkloadState
 from scalewise.policy.decide import PolicyState
@@ -47,7 +49,9 @@ from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
 from tasks.forecast import load_model
+from tasks.hold import load_hold
 from tasks.policy_state import load_state, save_state
+from tasks.schedule import scheduled_claim
 from tasks.workload import read_state
 
 Workloads = Annotated[
@@ -88,6 +92,13 @@ def _act_body(
 ) -> Any:
     def body(spec: WorkloadSpec, record: ActionRecord) -> None:
         fresh = require_state(spec)
+        pinned = held_by_person(spec, get_run_logger())
+        if pinned is not None:  # a manual scale ran meanwhile: it owns the count for now
+            record.before = record.after = snapshot(fresh)
+            record.reason_code, record.outcome = pinned.reason, "noop"
+            record.reason = f"{reason}: {pinned.detail}"[:500]
+            record.plan = [f"re-checked under the lock: {pinned.detail}"]
+            return
         policy = load_policy_state(spec.name)
         decision, before = evaluate(spec, fresh, readings, policy, datetime.now(UTC))
         ev = Evaluation(spec.name, decision, before)
@@ -143,14 +154,35 @@ class _Inputs:
     error: BaseException | None = None
 
 
+def held_by_person(spec: WorkloadSpec, logger: Any) -> Result | None:
+    """A ``manual_hold`` result while a manual scale pins the count (scalewise.hold); a hold that
+    cannot be read holds too (never overwrite a person's count on a guess)."""
+    try:
+        hold = load_hold(spec.name)
+    except Exception as exc:
+        logger.warning("%s: manual hold unreadable, holding: %s: %s", spec.name, type(exc).__name__, exc)
+        return Result(workload=spec.name, outcome="held", reason="hold_state_error", error=f"{exc}")
+    now = datetime.now(UTC)
+    if hold is None or not hold.active(now):
+        return None
+    detail = f"{hold.sentence(spec.name)} ({hold.operation} by {hold.by})"
+    return Result(workload=spec.name, outcome="held", at=now, current=hold.replicas, desired=hold.replicas,
+                  reason=HOLD_REASON, detail=detail)
+
+
 def _gather(
     spec: WorkloadSpec,
     read: Callable[..., WorkloadState | None],
     load: Callable[..., PolicyState | None],
     logger: Any,
 ) -> _Inputs:
-    """Read the workload and its persisted policy state; an error in either holds the workload."""
+    """Read the workload and its persisted policy state; an error in either holds the workload, and so
+    does a manual hold (a person owns the count for now)."""
     name = spec.name
+    pinned = held_by_person(spec, logger)
+    if pinned is not None:
+        selfmetrics.observe_decision(name, HOLD_REASON, False, pinned.desired or 0)
+        return _Inputs(held=pinned)
     try:
         state = read(spec)
     except Exception as exc:
@@ -188,6 +220,8 @@ def _one(
     if inputs.held is not None:
         if inputs.held.reason == "not_deployed":
             logger.info("%s: not deployed on %s; skipped", name, spec.target)
+        elif inputs.held.reason == HOLD_REASON:
+            logger.info("%s: %s", name, inputs.held.detail)
         return inputs.held, inputs.error
     state, policy = inputs.state, inputs.policy
     assert state is not None
@@ -257,16 +291,37 @@ def _one(
     return result, error
 
 
-def _scheduled_at() -> datetime | None:
-    """For a run created by a schedule, its scheduled time: a late run (e.g. created while no runner
-    was up) is then refused like any stale observation, instead of acting long after it was due."""
+# -- scheduled runs: always act, late or not; one run per backlog ---------------------------------
+#
+# A scheduled run reads its own metrics when it starts, so its observation is always fresh, however
+# late it starts: it is never refused for lateness (on a busy machine every run may start late).
+# Late runs are deduplicated instead, on two levels:
+# * the deployment's concurrency limit (1, collision strategy CANCEL_NEW, declared in prefect.yaml):
+#   while one autoscale run is in flight, the server cancels new ones before a process is started
+#   for them (without it, a runner coming back after an outage starts a process per due run at once,
+#   which on a small machine starved all of them);
+# * a scheduled run that starts when another scheduled run already started evaluating after its
+#   due time skips (ends Completed in a state named "Skipped", with the reason): the other run read
+#   fresher metrics. Nothing is ever skipped for a run that has not started, so lateness cannot
+#   starve the autoscaler. A backlog after an outage thus collapses into one acting run.
+
+
+@dataclass(frozen=True)
+class _Scheduled:
+    run_id: str
+    deployment_id: str
+    expected: datetime
+
+
+def _scheduled_run() -> _Scheduled | None:
+    """This run, if a deployment's schedule created it."""
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx else None
-    if run is None or not run.auto_scheduled or run.expected_start_time is None:
+    if run is None or not run.auto_scheduled or run.deployment_id is None or run.expected_start_time is None:
         return None
-    return run.expected_start_time
+    return _Scheduled(str(run.id), str(run.deployment_id), run.expected_start_time)
 
 
 @flow(name="autoscale", flow_run_name=_run_name, validate_parameters=True)
@@ -279,8 +334,11 @@ def autoscale(
     reason: Reason = "autoscaler",
     wait: bool = False,
     timeout_s: Timeout = 120.0,
-) -> list[Result]:
+) -> list[Result] | State[Any]:
     """Evaluate the autoscaling policy of workloads and apply each decision that changes replicas.
+
+    A run created by the deployment's schedule may instead end Completed in a state named
+    "Skipped" when another scheduled run acts for it (a late backlog collapses into one run).
 
     Args:
         workloads: Workloads to evaluate; default every workload with an autoscaling section.
@@ -293,8 +351,14 @@ def autoscale(
         timeout_s: Bounded wait, seconds.
     """
     logger = get_run_logger()
-    if observed_at is None:
-        observed_at = _scheduled_at()  # a scheduled run observes at its scheduled time
+    scheduled = _scheduled_run()
+    if scheduled is not None:
+        why = scheduled_claim(scheduled.run_id, scheduled.deployment_id, scheduled.expected)
+        if why is not None:
+            logger.info("skipped: %s", why)
+            return Completed(name="Skipped", message=why, data=[])
+        # a scheduled run observes when it starts (its readings are its own): fresh, however late
+        observed_at = datetime.now(UTC)
     specs = load_workloads(workloads_path())
     chosen, skipped = autoscaler.select(specs, workloads)
     results: list[Result] = [Result(workload=s.workload, outcome="skipped", reason=s.why) for s in skipped]
@@ -341,6 +405,10 @@ def plan(workloads: list[str] | None = None) -> list[Result]:
             continue
         if state is None:
             results.append(Result(workload=spec.name, outcome="skipped", reason="not_deployed"))
+            continue
+        pinned = held_by_person(spec, log)
+        if pinned is not None:
+            results.append(pinned)
             continue
         try:
             policy = load_state(spec.name)
@@ -419,12 +487,12 @@ def loop_tick(
             results.append(autoscaler.result_of(ev, "unchanged", spec))
             continue
         try:  # act (or plan) through the audited flow: lock, re-decision, apply, record, save
-            results.extend(
-                autoscale(
-                    workloads=[spec.name], dry_run=dry_run, trigger=trigger, observed_at=observed,
-                    max_observation_age_s=max_observation_age_s, reason="autoscaler loop",
-                )
+            done = autoscale(
+                workloads=[spec.name], dry_run=dry_run, trigger=trigger, observed_at=observed,
+                max_observation_age_s=max_observation_age_s, reason="autoscaler loop",
             )
+            assert isinstance(done, list)  # only scheduled runs are ever skipped
+            results.extend(done)
         except Exception as exc:
             log.warning("%s: autoscale run failed: %s: %s", spec.name, type(exc).__name__, exc)
             failed = autoscaler.result_of(ev, "failed", spec)

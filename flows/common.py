@@ -2,6 +2,13 @@
 
 A flow supplies only its body; whatever happens, an action record is written (artifact + event)
 before the run ends, and a failure ends the run Failed with the reason.
+
+Interrupted operations stay visible: a body calls :func:`begin` just before its first write to
+the workload, which stores the record (trigger, plan, before) with outcome ``in_progress``; the
+final record replaces it (same id). If the process dies in between, the record stays
+``in_progress`` until the next operation on the workload takes the lock: that operation records the
+old one as ``interrupted`` and notes in its own plan that it re-read the workload (the adapters
+converge from whatever state they find, so it completes or repairs the half-done change).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from scalewise.audit import ActionRecord, Operation, Snapshot, Trigger
 from scalewise.errors import NotFoundError, RolloutFailed, StaleObservation
 from scalewise.model import WorkloadState
 from scalewise.spec import WorkloadSpec
-from tasks.audit import current_flow_run_id, record_action, resolve_trigger
+from tasks.audit import current_flow_run_id, interrupted_records, record_action, resolve_trigger
 from tasks.locking import workload_lock
 from tasks.workload import load_workload, read_state
 
@@ -48,6 +55,46 @@ def check_fresh(observed_at: datetime | None, max_age_s: float | None, now: date
         )
 
 
+def begin(record: ActionRecord, intent: list[str] | None = None) -> None:
+    """Store ``record`` as ``in_progress`` before the first write (once per record; not for dry runs).
+
+    ``intent``: the plan to show while in progress when ``record.plan`` is still empty."""
+    if record.dry_run or record.id in _begun:
+        return
+    _begun.add(record.id)
+    update: dict[str, object] = {"outcome": "in_progress"}
+    if intent and not record.plan:
+        update["plan"] = list(intent)
+    record_action(record.model_copy(update=update, deep=True))
+
+
+_begun: set[str] = set()
+
+
+def close_interrupted(record: ActionRecord) -> list[str]:
+    """Under the lock: record every ``in_progress`` record of this workload (from a dead process) as
+    ``interrupted``; returns the plan lines saying that this operation takes over from them."""
+    notes: list[str] = []
+    for old in interrupted_records(record.workload, exclude_run=record.flow_run_id):
+        found = datetime.now(UTC)
+        closed = old.model_copy(
+            update={
+                "outcome": "interrupted",
+                "finished_at": found,
+                "error": (
+                    f"interrupted: the process running it stopped before it finished; found by "
+                    f"{record.operation} {record.id} (run {record.flow_run_id or '-'}) at {found:%H:%M:%S} UTC"
+                ),
+            }
+        )
+        record_action(closed)
+        notes.append(
+            f"took over from interrupted {old.operation} {old.id} started {old.started_at:%H:%M:%S} UTC "
+            f"({old.trigger.label()}): re-read the workload and converged from its current state"
+        )
+    return notes
+
+
 def run_action(
     operation: Operation,
     workload: str,
@@ -77,6 +124,7 @@ def run_action(
         observed_at=observed_at,
         outcome="planned" if dry_run else "succeeded",
     )
+    notes: list[str] = []
     try:
         check_fresh(observed_at, max_observation_age_s, started)
         if dry_run:
@@ -85,18 +133,22 @@ def run_action(
             t_lock = time.monotonic()
             with workload_lock(spec.name):
                 timed(record, "lock_s", t_lock)
+                notes = close_interrupted(record)
                 body(spec, record)
     except Exception as exc:
+        record.plan[:0] = notes
         record.outcome = "rolled_back" if isinstance(exc, RolloutFailed) else "failed"
         record.error = f"{type(exc).__name__}: {exc}"
         _finish(record, t0)
         record_action(record)
         raise
+    record.plan[:0] = notes
     _finish(record, t0)
     return record_action(record)
 
 
 def _finish(record: ActionRecord, t0: float) -> None:
+    _begun.discard(record.id)
     record.finished_at = datetime.now(UTC)
     record.durations["total_s"] = round(time.monotonic() - t0, 3)
 

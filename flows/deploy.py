@@ -4,7 +4,7 @@ import time
 
 from prefect import flow
 
-from flows.common import run_action, snapshot, timed
+from flows.common import begin, run_action, snapshot, timed
 from flows.params import Image, Reason, Timeout, WorkloadName
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.errors import ConvergenceTimeout
@@ -51,6 +51,7 @@ def deploy(
             record.after = Snapshot(replicas=count, image=spec.image)
             return
         ensure_lock(spec.name)
+        begin(record)
         t0 = time.monotonic()
         after = apply_spec(spec, count)
         timed(record, "write_s", t0)

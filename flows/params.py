@@ -19,3 +19,8 @@ Timeout = Annotated[float, Field(gt=0, le=3600, description="Bounded wait for co
 Reason = Annotated[str, Field(max_length=500, description="Why: recorded in the audit trail")]
 MaxAge = Annotated[float | None, Field(default=None, gt=0, description="Refuse observations older than this (s)")]
 ObservedAt = Annotated[datetime | None, Field(default=None, description="When the causing observation was made")]
+HoldSeconds = Annotated[
+    float | None,
+    Field(default=None, ge=0, le=86400, description="Pin the count against the autoscaler this long, seconds "
+          "(default: the spec's autoscaling.manual_hold; 0: no hold)"),
+]

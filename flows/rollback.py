@@ -4,7 +4,7 @@ import time
 
 from prefect import flow
 
-from flows.common import require_state, run_action, snapshot, timed
+from flows.common import begin, require_state, run_action, snapshot, timed
 from flows.params import Reason, Timeout, WorkloadName
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.errors import ConvergenceTimeout
@@ -41,6 +41,7 @@ def rollback(
         if record.dry_run:
             record.after = Snapshot(replicas=state.desired_replicas, image=plan.target.image)
             return
+        begin(record)
         t0 = time.monotonic()
         apply_rollback(spec, plan)
         timed(record, "write_s", t0)

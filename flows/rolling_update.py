@@ -4,7 +4,7 @@ import time
 
 from prefect import flow
 
-from flows.common import require_state, run_action, snapshot, timed
+from flows.common import begin, require_state, run_action, snapshot, timed
 from flows.params import Image, Reason, Timeout, WorkloadName
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.spec import WorkloadSpec
@@ -48,6 +48,7 @@ def rolling_update(
                 revision=state.revision + (0 if state.image == image else 1),
             )
             return
+        begin(record)
         t0 = time.monotonic()
         outcome, result = apply_image(spec, image, timeout_s or spec.update.timeout)
         timed(record, "rollout_s", t0)

@@ -8,7 +8,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
-from scalewise.audit import ActionRecord, Trigger, artifact_key, event_name, workload_resource_id
+from scalewise import history
+from scalewise.audit import OPEN_OUTCOMES, ActionRecord, Trigger, artifact_key, event_name, workload_resource_id
 
 
 def resolve_trigger(trigger: Trigger | None) -> Trigger:
@@ -67,3 +68,19 @@ def record_action(record: ActionRecord) -> ActionRecord:
         "recorded %s of %s by %s: %s", record.operation, record.workload, record.trigger.label(), record.outcome
     )
     return record
+
+
+def interrupted_records(workload: str, exclude_run: str | None = None) -> list[ActionRecord]:
+    """Records of ``workload`` still ``in_progress`` (latest version) that belong to another run.
+
+    Called under the workload's lock, so their process is no longer running them. A failure to read
+    is logged and treated as none found (it must not stop the operation)."""
+    try:
+        found = history.recent(workload)
+    except Exception as exc:
+        get_run_logger().warning("could not read recent records of %s: %s: %s", workload, type(exc).__name__, exc)
+        return []
+    return [
+        r for r in found
+        if r.outcome in OPEN_OUTCOMES and not r.dry_run and (exclude_run is None or r.flow_run_id != exclude_run)
+    ]

@@ -1,25 +1,61 @@
 """One operation per workload at a time: a Prefect global concurrency limit per workload.
 
-Used with ``strict=True``: without it, a missing limit silently runs unprotected. The limit is
-created (limit 1) before it is taken, so it is never missing by accident.
+The limit (``scalewise-workload-<name>``, limit 1) is created before it is taken, and taken
+strictly: a missing limit never runs unprotected.
+
+A holder that dies must not block the workload for long. Prefect's lease is the backstop (the
+server's minimum lease is 60 s; it is renewed by Prefect every 45 s and revoked by the server's
+repossessor once it expires), and scalewise adds a shorter one: the holder keeps a marker, the
+Prefect Variable ``scalewise-lock-<name>`` holding the lease id, and beats it every
+:data:`BEAT_S` seconds. A waiter that finds the limit taken watches the marker; when it has not
+changed for :data:`STALE_S` seconds (seen on the waiter's own clock, or the server's ``updated``
+time is that old), the holder is dead: the waiter releases that lease and takes the lock.
+A long rollout keeps its lock as long as its process lives (both beats run in threads).
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
+from prefect.concurrency._leases import maintain_concurrency_lease
+from prefect.concurrency._sync import release_concurrency_slots_with_lease
+from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.variables import Variable
 
 from scalewise.errors import LockUnavailable
 from scalewise.settings import lock_timeout_s
 
+#: Prefect's lease on the slot (the server refuses less than 60 s).
+LEASE_S = 60.0
+#: The holder beats its marker this often.
+BEAT_S = 5.0
+#: A marker unchanged this long belongs to a dead holder.
+STALE_S = 15.0
+#: A waiter retries the slot this often (and looks at the marker in between).
+POLL_S = 2.0
+
+log = logging.getLogger("scalewise.locking")
+
 
 def lock_name(workload: str) -> str:
     return f"scalewise-workload-{workload}"
+
+
+def marker_name(workload: str) -> str:
+    return f"scalewise-lock-{workload}"
 
 
 def ensure_lock(workload: str) -> str:
@@ -33,18 +69,142 @@ def ensure_lock(workload: str) -> str:
     return name
 
 
+def _holder() -> dict[str, Any]:
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx else None
+    return {
+        "host": socket.gethostname()[:100],
+        "pid": os.getpid(),
+        "flow_run_id": str(run.id) if run else None,
+        "since": datetime.now(UTC).isoformat(),
+    }
+
+
+def _read_marker(workload: str) -> tuple[dict[str, Any] | None, datetime | None]:
+    with get_client(sync_client=True) as client:
+        var = client.read_variable_by_name(marker_name(workload))
+    if var is None or not isinstance(var.value, dict):
+        return None, None
+    return dict(var.value), var.updated
+
+
+def _write_marker(workload: str, value: dict[str, Any]) -> None:
+    Variable.set(marker_name(workload), value, tags=["scalewise-lock"], overwrite=True)
+
+
+def _clear_marker(workload: str, lease_id: str) -> None:
+    value, _ = _read_marker(workload)
+    if value is not None and value.get("lease_id") == lease_id:
+        Variable.unset(marker_name(workload))
+
+
+class _StaleWatch:
+    """A waiter's view of the holder's marker: stale once unchanged for STALE_S."""
+
+    def __init__(self, workload: str) -> None:
+        self.workload = workload
+        self.beat: tuple[Any, Any] | None = None
+        self.since = time.monotonic()
+
+    def dead_lease(self) -> str | None:
+        """The lease id of a dead holder, if the marker says so."""
+        value, updated = _read_marker(self.workload)
+        if value is None or not value.get("lease_id"):
+            return None  # no marker (a holder just starting, or an old-style lock): Prefect's lease applies
+        beat = (value.get("lease_id"), value.get("beat"))
+        now = time.monotonic()
+        if beat != self.beat:
+            self.beat, self.since = beat, now
+        unchanged = now - self.since
+        server_age = (datetime.now(UTC) - updated).total_seconds() if updated is not None else 0.0
+        if unchanged >= STALE_S or server_age >= 2 * STALE_S:
+            return str(value["lease_id"])
+        return None
+
+
+def _take_over(workload: str, lease_id: str) -> None:
+    log.warning("%s: the lock holder stopped beating for %ss; releasing its lease %s", workload, STALE_S, lease_id)
+    with suppress(Exception):  # already released or expired: nothing to do
+        release_concurrency_slots_with_lease(uuid.UUID(lease_id))
+    with suppress(Exception):
+        _clear_marker(workload, lease_id)
+
+
+def _try_acquire(name: str) -> uuid.UUID | None:
+    """One attempt at the slot: the lease id, or None when the slot is taken (HTTP 423)."""
+    import httpx
+
+    with get_client(sync_client=True) as client:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=LEASE_S
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 423:
+                return None
+            raise
+    data = response.json()
+    if not data.get("limits"):
+        raise LockUnavailable(f"concurrency limit {name!r} is missing (it is created before it is taken)")
+    return uuid.UUID(str(data["lease_id"]))
+
+
+def _acquire(workload: str, name: str, wait: float) -> uuid.UUID:
+    deadline = time.monotonic() + wait
+    watch = _StaleWatch(workload)
+    while True:
+        lease_id = _try_acquire(name)
+        if lease_id is not None:
+            return lease_id
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{name} still taken after {wait:.0f}s")
+        dead = watch.dead_lease()
+        if dead is not None:
+            _take_over(workload, dead)
+            continue
+        time.sleep(max(0.0, min(POLL_S, deadline - time.monotonic())))
+
+
+def _beat(workload: str, value: dict[str, Any], stop: threading.Event) -> None:
+    n = 0
+    while not stop.wait(BEAT_S):
+        n += 1
+        try:
+            current, _ = _read_marker(workload)
+            if current is not None and current.get("lease_id") != value["lease_id"]:
+                log.error("%s: the lock marker now names another holder; this lease was taken over", workload)
+                return
+            _write_marker(workload, {**value, "beat": n})
+        except Exception as exc:  # a missed beat is survivable; STALE_S is three beats
+            log.warning("%s: lock marker beat failed: %s: %s", workload, type(exc).__name__, exc)
+
+
 @contextmanager
 def workload_lock(workload: str, timeout_s: float | None = None) -> Iterator[None]:
     name = ensure_lock(workload)
     wait = lock_timeout_s() if timeout_s is None else timeout_s
-    acquired = False
     try:
-        with concurrency(name, occupy=1, timeout_seconds=wait, strict=True):
-            acquired = True
-            yield
+        lease_id = _acquire(workload, name, wait)
     except TimeoutError as exc:
-        if acquired:
-            raise
-        raise LockUnavailable(
-            f"another operation on {workload!r} holds its lock; gave up after {wait:.0f}s"
-        ) from exc
+        raise LockUnavailable(f"another operation on {workload!r} holds its lock; gave up after {wait:.0f}s") from exc
+    value = {**_holder(), "lease_id": str(lease_id), "beat": 0}
+    stop = threading.Event()
+    ctx = contextvars.copy_context()  # Prefect's settings (API URL) live in context variables
+    beat = threading.Thread(
+        target=ctx.run, args=(_beat, workload, value, stop), daemon=True, name=f"lock-beat-{workload}"
+    )
+    try:
+        _write_marker(workload, value)
+        beat.start()
+        with maintain_concurrency_lease(lease_id, LEASE_S, raise_on_lease_renewal_failure=True):
+            yield
+    finally:
+        stop.set()
+        if beat.is_alive():
+            beat.join(timeout=BEAT_S)
+        with suppress(Exception):
+            _clear_marker(workload, str(lease_id))
+        try:
+            release_concurrency_slots_with_lease(lease_id)
+        except Exception as exc:  # taken over, or the server unreachable: the lease expires on its own
+            log.warning("%s: could not release lease %s: %s: %s", workload, lease_id, type(exc).__name__, exc)

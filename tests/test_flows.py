@@ -89,7 +89,12 @@ def test_scenario_is_audited_with_trigger_before_after_and_reason(workload: str)
     assert all(e.run_url and e.record.flow_run_id in e.run_url for e in entries)
     assert all(e.record.durations["total_s"] > 0 for e in entries)
     # The same records went out as events on the workload's resource (what automations react to).
-    events = wait_for_events(workload, 5)
+    # each action also announced itself as in_progress just before its first write
+    every = wait_for_events(workload, 10)
+    assert sorted(e["event"] for e in every if e["event"].endswith(".in_progress")) == sorted(
+        f"scalewise.action.{op}.in_progress" for op in ("deploy", "scale-out", "rolling-update", "scale-in", "rollback")
+    )
+    events = [e for e in every if not e["event"].endswith(".in_progress")]
     assert [e["event"] for e in events] == [
         "scalewise.action.deploy.succeeded", "scalewise.action.scale-out.succeeded",
         "scalewise.action.rolling-update.succeeded", "scalewise.action.scale-in.succeeded",

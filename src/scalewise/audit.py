@@ -14,7 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TriggerKind = Literal["schedule", "ui", "api", "webhook", "cli", "automation", "autoscaler"]
-Outcome = Literal["succeeded", "failed", "noop", "planned", "rolled_back"]
+Outcome = Literal["succeeded", "failed", "noop", "planned", "rolled_back", "in_progress", "interrupted"]
+#: ``in_progress``: written just before the first write to the workload and replaced (same ``id``,
+#: a newer artifact version) by the final outcome. A record still ``in_progress`` when the next
+#: operation on the workload holds its lock belongs to a process that died: that operation records
+#: it again as ``interrupted`` (and re-reads the workload, completing or repairing the change).
+OPEN_OUTCOMES = frozenset({"in_progress"})
 Operation = Literal[
     "deploy", "scale", "scale-out", "scale-in", "rolling-update", "rollback", "autoscale", "remove"
 ]

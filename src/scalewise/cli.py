@@ -20,7 +20,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from scalewise.errors import ScalewiseError, UnreachableError
-from scalewise.settings import DEFAULT_PREFECT_URL, state_dir, workloads_path
+from scalewise.settings import DEFAULT_PREFECT_URL, enable_heartbeats, state_dir, workloads_path
+
+# Before Prefect is imported (it reads its settings then): the CLI's flow runs send heartbeats, so
+# a killed `scalewise rollout` is marked Crashed by the run_health automation.
+enable_heartbeats()
 
 app = typer.Typer(help="Elastic scaling and container orchestration as Prefect pipelines.", no_args_is_help=True)
 console = Console()
@@ -29,6 +33,29 @@ err = Console(stderr=True)
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Compute and record the plan; change nothing")]
 Reason = Annotated[str | None, typer.Option(help="Why (recorded in the audit trail)")]
 Timeout = Annotated[float, typer.Option(help="Bounded wait, seconds")]
+Hold = Annotated[
+    str | None,
+    typer.Option(
+        "--hold",
+        help="On an autoscaled workload: pin the new count against the autoscaler this long (e.g. 10m; "
+        "default: the spec's autoscaling.manual_hold; 0: no hold, the autoscaler may change it at once)",
+    ),
+]
+
+
+def hold_seconds(value: str | None) -> float | None:
+    """``--hold`` as seconds (None: the spec's default); a bad value exits 2 naming the option."""
+    if value is None:
+        return None
+    from scalewise.durations import parse_duration
+
+    try:
+        seconds = float(parse_duration(value.strip()))
+    except (ValueError, TypeError) as exc:
+        fail(f"--hold: {exc}", 2)
+    if not 0 <= seconds <= 86400:
+        fail(f"--hold: must be between 0 and 24h, not {value!r}", 2)
+    return seconds
 
 
 def table_(*columns: str) -> Table:
@@ -203,13 +230,14 @@ def deploy(
 
 @app.command()
 def scale(
-    workload: str, replicas: int, dry_run: DryRun = False, reason: Reason = None, timeout: Timeout = 120.0
+    workload: str, replicas: int, dry_run: DryRun = False, reason: Reason = None, timeout: Timeout = 120.0,
+    hold: Hold = None,
 ) -> None:
     """Scale to an absolute replica count (refused outside the workload's min/max)."""
     from flows.scale import scale as flow
 
     run_flow(flow, f"scaling {workload} to {replicas}", workload=workload, replicas=replicas,
-             dry_run=dry_run, reason=reason or "manual scale (cli)", timeout_s=timeout)
+             dry_run=dry_run, reason=reason or "manual scale (cli)", timeout_s=timeout, hold_s=hold_seconds(hold))
 
 
 @app.command("scale-out")
@@ -219,12 +247,13 @@ def scale_out(
     dry_run: DryRun = False,
     reason: Reason = None,
     timeout: Timeout = 120.0,
+    hold: Hold = None,
 ) -> None:
     """Add replicas (bounded by max)."""
     from flows.scale_out import scale_out as flow
 
     run_flow(flow, f"scaling {workload} out by {by}", workload=workload, by=by, dry_run=dry_run,
-             reason=reason or "manual scale-out (cli)", timeout_s=timeout)
+             reason=reason or "manual scale-out (cli)", timeout_s=timeout, hold_s=hold_seconds(hold))
 
 
 @app.command("scale-in")
@@ -234,12 +263,13 @@ def scale_in(
     dry_run: DryRun = False,
     reason: Reason = None,
     timeout: Timeout = 120.0,
+    hold: Hold = None,
 ) -> None:
     """Remove replicas (bounded by min)."""
     from flows.scale_in import scale_in as flow
 
     run_flow(flow, f"scaling {workload} in by {by}", workload=workload, by=by, dry_run=dry_run,
-             reason=reason or "manual scale-in (cli)", timeout_s=timeout)
+             reason=reason or "manual scale-in (cli)", timeout_s=timeout, hold_s=hold_seconds(hold))
 
 
 @app.command()
@@ -451,8 +481,8 @@ def plan(
             console.print(f"[bold]{r.workload}[/]: [{colour}]{verb}[/] ({r.reason}){detail}")
             for step in r.steps:
                 console.print(f"  - {step}")
-    if any(r.outcome in ("held", "failed") for r in results):
-        raise typer.Exit(1)
+    if any(r.outcome == "failed" or (r.outcome == "held" and r.reason != "manual_hold") for r in results):
+        raise typer.Exit(1)  # a manual hold is a normal state, not an error
 
 
 @app.command()

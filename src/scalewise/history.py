@@ -58,6 +58,7 @@ def fetch(workload: str | None = None, since: datetime | None = None, limit: int
     key = artifact_key(workload) if workload else ARTIFACT_PREFIX
     base = ui_base()
     entries: list[HistoryEntry] = []
+    seen: set[str] = set()  # newest first: the first version of a record id is its latest
     offset = 0
     with get_client(sync_client=True) as client:
         while len(entries) < limit:
@@ -75,8 +76,9 @@ def fetch(workload: str | None = None, since: datetime | None = None, limit: int
                 if not art.key or (workload and art.key != key) or not art.key.startswith(ARTIFACT_PREFIX):
                     continue
                 record = _parse(art.data)
-                if record is None:
+                if record is None or record.id in seen:
                     continue
+                seen.add(record.id)
                 if since and record.started_at < since:
                     done = True
                     break
@@ -86,6 +88,26 @@ def fetch(workload: str | None = None, since: datetime | None = None, limit: int
                 break
     entries.sort(key=lambda e: e.record.started_at)
     return entries[-limit:]
+
+
+def recent(workload: str, limit: int = 20) -> list[ActionRecord]:
+    """The latest version of each of the newest action records of ``workload``, newest first
+    (one page: for finding an interrupted ``in_progress`` record, not for reports)."""
+    key = artifact_key(workload)
+    out: list[ActionRecord] = []
+    seen: set[str] = set()
+    with get_client(sync_client=True) as client:
+        page = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=limit,
+        )
+    for art in page:
+        record = _parse(art.data)
+        if record is not None and record.id not in seen:
+            seen.add(record.id)
+            out.append(record)
+    return out
 
 
 def _parse(data: object) -> ActionRecord | None:

@@ -22,3 +22,15 @@ def state_dir() -> Path:
 def lock_timeout_s() -> float:
     """How long an operation waits for the per-workload lock before failing."""
     return float(os.environ.get("SCALEWISE_LOCK_TIMEOUT", "300"))
+
+
+#: Seconds between flow-run heartbeats (Prefect's minimum). The ``run_health`` automation in
+#: deployments/automations.yaml marks a run Crashed 45 s after its last heartbeat.
+HEARTBEAT_S = 30
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+
+
+def enable_heartbeats() -> None:
+    """Make flow runs of this process (and its children) send heartbeats every HEARTBEAT_S seconds,
+    unless set already. Prefect reads its settings when imported: call this before importing it."""
+    os.environ.setdefault(HEARTBEAT_ENV, str(HEARTBEAT_S))

@@ -42,6 +42,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            from deployments.apply_automations import apply_run_health
+
+            apply_run_health()  # zombie-run detection, as serve.py applies it
             yield server
     finally:
         from prefect.logging.handlers import APILogWorker

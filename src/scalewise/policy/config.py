@@ -327,6 +327,10 @@ class AutoscalingSpec(_Strict):
     )
     predictive: Predictive | None = None
     paused: bool = False
+    manual_hold: Duration = Field(
+        default=600.0, ge=0.0, le=86400.0,
+        description="A manual scale pins the replica count this long (0: the autoscaler may change it at once)",
+    )
 
     _hash: str | None = PrivateAttr(default=None)
 
