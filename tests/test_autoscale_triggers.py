@@ -198,7 +198,10 @@ def test_the_served_interval_schedule_runs_the_autoscaler(
         srv.wait_registered([DEPLOYMENT])
 
         def scaled() -> Any:
-            acts = [e.record for e in history.fetch(workload) if e.record.operation == "autoscale"]
+            acts = [
+                e.record for e in history.fetch(workload)
+                if e.record.operation == "autoscale" and e.record.outcome != "in_progress"  # finished only
+            ]
             return acts or None
 
         (act,) = wait_for(scaled, 90, "a scheduled autoscale run to act", srv.log)
