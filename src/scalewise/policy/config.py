@@ -382,6 +382,8 @@ class AutoscalingSpec(_Strict):
                     rules.pop("tolerance", None)
             if data.get("predictive") is None:
                 data.pop("predictive", None)
+            if data.get("manual_hold") == type(self).model_fields["manual_hold"].default:
+                data.pop("manual_hold", None)
             blob = json.dumps(data, sort_keys=True).encode()
             self._hash = hashlib.sha256(blob).hexdigest()[:12]
         return self._hash
