@@ -98,12 +98,10 @@ def test_a_backlog_of_late_scheduled_runs_collapses_into_one_acting_run(
 
         done = wait_for(settled, 400, "every backlog run to finish", second.log)
         states = [r.state for r in done if r.state is not None]
-        # one ran; the others were cancelled by the deployment's concurrency limit before a process was
-        # started for them, or started later and skipped (Completed, "Skipped", with the reason)
+        # at most one acted; the others started and skipped (Completed, "Skipped", with the reason)
         acted = [st for st in states if st.is_completed() and st.name != "Skipped"]
         skipped = [st for st in states if st.is_completed() and st.name == "Skipped"]
-        cancelled = [st for st in states if st.is_cancelled()]
-        assert len(acted) <= 1 and len(acted) + len(skipped) + len(cancelled) == len(done), states
+        assert len(acted) <= 1 and len(acted) + len(skipped) == len(done), states
         assert all("superseded" in (st.message or "") for st in skipped), skipped
 
         (act,) = wait_for(lambda: autoscale_actions(workload) or None, 300, "the one scheduled action", second.log)

@@ -119,7 +119,9 @@ def test_alert_scales_a_swarm_service_out_and_back_in(
             fired_to_scaled = time.monotonic() - t0
 
             def recorded(operation: str) -> Any:
-                return next((e.record for e in history.fetch(name) if e.record.operation == operation), None)
+                # the finished record (an in_progress one is written before the first write)
+                return next((e.record for e in history.fetch(name)
+                             if e.record.operation == operation and e.record.outcome != "in_progress"), None)
 
             out = wait_for(lambda: recorded("scale-out"), "the scale-out action record", logs=logs)
             assert out.trigger.kind == "webhook" and out.trigger.actor == "alertmanager"

@@ -60,10 +60,10 @@ def hold_seconds(value: str | None) -> float | None:
 
 def table_(*columns: str) -> Table:
     """A table whose cells wrap instead of being cut off; the workload column never wraps (names stay
-    whole and greppable, however narrow the terminal: other columns give way)."""
+    whole and greppable, however narrow the terminal: other columns give way); likewise a policy name."""
     out = Table()
     for column in columns:
-        out.add_column(column, overflow="fold", no_wrap=column == "workload")
+        out.add_column(column, overflow="fold", no_wrap=column in ("workload", "policy"))
     return out
 
 
