@@ -25,6 +25,7 @@ from scalewise.spec import load_workloads
 from scalewise.watcher import EVENT, Crossing, Watcher, prefect_emitter
 from tests.support.docker_env import unique_name
 from tests.support.prefect_env import Served
+from tests.support.procs import wait_for
 from tests.support.prom_env import PromEnv
 from tests.test_autoscale_flow import QUERY, spec_doc
 
@@ -57,17 +58,6 @@ def runs_of(deployment_id: Any) -> list[FlowRun]:
             flow_run_filter=FlowRunFilter(),
             sort=FlowRunSort.EXPECTED_START_TIME_ASC,
         )
-
-
-def wait_for(check: Any, timeout_s: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{tail}")
 
 
 @pytest.fixture()

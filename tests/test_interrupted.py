@@ -21,9 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -39,7 +38,7 @@ from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
 from tests.support.prefect_env import ROOT, Served
-from tests.support.procs import kill_tree
+from tests.support.procs import kill_tree, wait_for
 from tests.support.targets import TargetHarness
 
 pytestmark = [pytest.mark.docker, pytest.mark.prefect]
@@ -49,17 +48,6 @@ REPLICAS = 3
 CRASHED_WITHIN_S = 90.0
 #: The next operation's own lock timeout: the dead holder's Prefect lease alone would take >= 60 s.
 NEXT_LOCK_TIMEOUT_S = "45"
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tail}")
 
 
 class ReadyFloor:

@@ -1,11 +1,15 @@
-"""Killing a process tree the hard way (SIGKILL), as a crash or an OOM kill would."""
+"""Killing a process tree the hard way (SIGKILL), as a crash or an OOM kill would; waiting on a condition
+with a deadline, showing a process log's tail on timeout."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def kill_tree(pid: int) -> None:
@@ -26,3 +30,16 @@ def kill_tree(pid: int) -> None:
     for p in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, log: Path | None = None) -> Any:
+    """Poll ``check`` every 0.5 s until it returns something truthy (returned); past ``timeout_s`` fail
+    with ``what`` and the tail of ``log``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tail}")
