@@ -19,15 +19,17 @@ Writes
   ``metadata.resourceVersion`` as a precondition, so a concurrent scale by someone else is never
   reverted: the apply gets 409, re-reads and re-renders (bounded).
   StatefulSets get a headless Service of the same name (applied the same way) as ``serviceName``.
-- ``set_replicas``: a merge patch of the **scale subresource** carrying the observed
-  ``resourceVersion``; the ``version`` token of :class:`WorkloadState` is the object's
-  ``resourceVersion``. A stale token raises :class:`ConflictError` before writing, and a write that
-  races another writer gets HTTP 409 → :class:`ConflictError` (never retried blindly). The
-  resourceVersion also moves with every status update the controllers write, so right after a change
-  (pods starting) a write may conflict without any other writer; ``operations.*`` re-read and decide
-  again (bounded), which is the intended behaviour for an optimistic lock.
-- ``update_image``: a strategic merge patch of the container image with the ``resourceVersion``
-  precondition.
+- ``set_replicas``: a merge patch of the **scale subresource** carrying the ``resourceVersion`` read
+  just before. The ``version`` token of :class:`WorkloadState` is the object's ``metadata.generation``:
+  the apiserver moves it on every change of the spec (replicas, pod template) and never for status.
+  The resourceVersion also moves with every status update the controllers write (each pod that starts),
+  so as a token it made a decision stale without anyone having changed what it was based on: under load
+  five re-decisions in a row could all lose to status updates (seen in CI). A token whose generation
+  moved raises :class:`ConflictError` before writing; a write that gets HTTP 409 is re-read, and sent
+  again with the new resourceVersion only if the generation is still the observed one (a status-only
+  change, at most ``STATUS_RACE_ATTEMPTS`` times); otherwise :class:`ConflictError`, never retried
+  blindly.
+- ``update_image``: a strategic merge patch of the container image, versioned the same way.
 - Revisions: the pod template carries ``scalewise.io/spec``, the whole rendered spec of that
   revision (``scalewise.revisions.render_template``), so every ReplicaSet keeps its revision's spec;
   ``revisions`` reads it back from the ReplicaSets (numbered by the deployment controller's
@@ -144,6 +146,7 @@ KEDA_LABEL = "scaledobject.keda.sh/name"
 REVISION_HISTORY_LIMIT = 10
 DEFAULT_TIMEOUT_S = 30.0
 APPLY_ATTEMPTS = 3
+STATUS_RACE_ATTEMPTS = 5  # 409s caused by status-only updates before a versioned write gives up
 
 _UPDATING_STATES = frozenset({"waiting", "progressing"})
 _DENIED_RE = re.compile(r'cannot (\S+) resource "([^"]+)"(?: in API group "[^"]*")?(?: in the namespace "([^"]+)")?')
@@ -235,6 +238,11 @@ def _int(value: Any, default: int = 0) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def _spec_version(obj: dict[str, Any]) -> str:
+    """The version token: ``metadata.generation`` (spec changes only, never status updates)."""
+    return str(_get(obj, "metadata", "generation", default=""))
 
 
 def _seconds(value: float, minimum: int = 0) -> int:
@@ -451,7 +459,7 @@ class KubernetesOrchestrator:
             updated_replicas=updated,
             image=image,
             revision=max(1, revision),
-            version=str(meta.get("resourceVersion", "")),
+            version=_spec_version(obj),
             updating=update_state in _UPDATING_STATES,
             update_state=update_state,
             message=message,
@@ -668,13 +676,29 @@ class KubernetesOrchestrator:
 
     def _checked(self, spec: WorkloadSpec, expected_version: str | None) -> dict[str, Any]:
         obj = self._fetch(spec)
-        version = str(_get(obj, "metadata", "resourceVersion", default=""))
+        version = _spec_version(obj)
         if expected_version is not None and version != str(expected_version):
             raise ConflictError(
                 f"kubernetes {self._kind(spec)} {spec.kubernetes.namespace}/{spec.name}: observed version"
                 f" {expected_version} is stale (now {version}); re-read and decide again"
             )
         return obj
+
+    def _versioned_write(
+        self, spec: WorkloadSpec, expected_version: str, write: Callable[[dict[str, Any]], WorkloadState]
+    ) -> WorkloadState:
+        """``write(obj)`` sends a body carrying ``obj``'s resourceVersion. A 409 caused only by status
+        updates (same generation on re-read) is written again on the fresh object; a spec change in
+        between raises ConflictError from ``_checked``."""
+        attempt = 0
+        while True:
+            attempt += 1
+            obj = self._checked(spec, expected_version)
+            try:
+                return write(obj)
+            except ConflictError:
+                if attempt >= STATUS_RACE_ATTEMPTS:
+                    raise
 
     def apply(self, spec: WorkloadSpec, replicas: int | None = None) -> WorkloadState:
         if replicas is not None and replicas < 0:
@@ -708,22 +732,25 @@ class KubernetesOrchestrator:
     def set_replicas(self, spec: WorkloadSpec, replicas: int, expected_version: str) -> WorkloadState:
         if replicas < 0:
             raise PermanentError(f"kubernetes {spec.name!r}: replicas cannot be negative ({replicas})")
-        obj = self._checked(spec, expected_version)
         self._check_ownership(spec)
         ns = spec.kubernetes.namespace
-        body = {
-            "metadata": {"resourceVersion": _get(obj, "metadata", "resourceVersion")},
-            "spec": {"replicas": replicas},
-        }
         if spec.kubernetes.kind == "Deployment":
             fn, resource = self.apps.patch_namespaced_deployment_scale, "deployments/scale"
         else:
             fn, resource = self.apps.patch_namespaced_stateful_set_scale, "statefulsets/scale"
-        self._call(
-            "patch", resource, ns, spec.name, fn, spec.name, ns, body,
-            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
-        )
-        return self.read(spec)
+
+        def write(obj: dict[str, Any]) -> WorkloadState:
+            body = {
+                "metadata": {"resourceVersion": _get(obj, "metadata", "resourceVersion")},
+                "spec": {"replicas": replicas},
+            }
+            self._call(
+                "patch", resource, ns, spec.name, fn, spec.name, ns, body,
+                field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
+            )
+            return self.read(spec)
+
+        return self._versioned_write(spec, expected_version, write)
 
     def _set_image(self, spec: WorkloadSpec, obj: dict[str, Any], image: str) -> WorkloadState:
         containers = _get(obj, "spec", "template", "spec", "containers", default=[]) or [{"name": CONTAINER}]
@@ -752,10 +779,12 @@ class KubernetesOrchestrator:
             spec.with_image(image)
         except ValueError as exc:
             raise PermanentError(f"kubernetes {spec.name!r}: bad image {image!r}: {exc}") from None
-        obj = self._checked(spec, expected_version)
-        if _first_image(_get(obj, "spec", "template", default={})) == image:
-            return self._state(spec, obj)
-        return self._set_image(spec, obj, image)
+        def write(obj: dict[str, Any]) -> WorkloadState:
+            if _first_image(_get(obj, "spec", "template", default={})) == image:
+                return self._state(spec, obj)
+            return self._set_image(spec, obj, image)
+
+        return self._versioned_write(spec, expected_version, write)
 
     def apply_rollback(self, spec: WorkloadSpec, plan: RollbackPlan) -> WorkloadState:
         """Apply the plan's target revision's whole spec. A Deployment's controller then reuses that
