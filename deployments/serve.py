@@ -1,7 +1,8 @@
 """Serve every scalewise operation as a Prefect deployment (runs from the UI, CLI, webhook, automations).
 
 Usage: python deployments/serve.py [--deploy WORKLOAD ...] [--poll SECONDS]
-The deployment names match prefect.yaml ("<flow>/scalewise"), so either way of running them works.
+The deployment names match prefect.yaml ("<flow>/scalewise"), so either way of running them works, one
+at a time: serving takes over deployments that `prefect deploy` bound to a work pool (see take_over).
 """
 
 from __future__ import annotations
@@ -46,6 +47,33 @@ def runner_deployments() -> list[Any]:
     ]
 
 
+def take_over(deployments: list[Any]) -> list[str]:
+    """Delete the same-named deployments that `prefect deploy` bound to a work pool, and say so.
+
+    Re-registering such a deployment from ``serve`` updates it in place and leaves it without a path
+    or pull steps (Prefect 3.9's update payload carries neither), so every served run of it crashed
+    with "Downloading flow code from storage at None". Serving and a worker pool are alternative ways
+    of running the same deployments; whichever starts last owns them.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    taken: list[str] = []
+    with get_client(sync_client=True) as client:
+        for dep in deployments:
+            full = f"{dep.flow_name}/{dep.name}"
+            try:
+                existing = client.read_deployment_by_name(full)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                client.delete_deployment(existing.id)
+                taken.append(f"{full} (was in work pool {existing.work_pool_name})")
+    for line in taken:
+        print(f"serve.py: took over {line}", flush=True)
+    return taken
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deploy", action="append", default=[], metavar="WORKLOAD", help="deploy first")
@@ -57,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     apply_run_health()
     for workload in args.deploy:
         deploy(workload=workload, reason="initial deploy", trigger=Trigger(kind="api", actor="serve.py"))
-    serve(*runner_deployments(), query_seconds=args.poll)
+    served = runner_deployments()
+    take_over(served)
+    serve(*served, query_seconds=args.poll)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 
 from scalewise.local import LocalServer
+from tests.support.prefect_env import Served, forget_project_deployments
+from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = yaml.safe_load((ROOT / "prefect.yaml").read_text())
@@ -51,7 +54,15 @@ def test_prefect_yaml_and_serve_script_declare_the_same_operations() -> None:
     assert {"deploy", "scale", "scale-out", "scale-in", "rolling-update", "rollback"} <= declared
 
 
+@pytest.fixture()
+def own_deployments(prefect_server: LocalServer) -> Iterator[None]:
+    """These tests register the project's deployments on the session's server: gone afterwards."""
+    yield
+    forget_project_deployments()
+
+
 @pytest.mark.prefect
+@pytest.mark.usefixtures("own_deployments")
 def test_deploy_all_and_ui_style_runs(prefect_server: LocalServer) -> None:
     env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url)
     prefect = str(Path(sys.executable).with_name("prefect"))
@@ -88,3 +99,41 @@ def test_deploy_all_and_ui_style_runs(prefect_server: LocalServer) -> None:
             assert bad.status_code in (409, 422), bad.text
             assert field in bad.text
         assert http.post("/flow_runs/count", json={}).json() == before
+
+
+@pytest.mark.prefect
+@pytest.mark.usefixtures("own_deployments")
+def test_serving_takes_over_pool_deployments_and_its_runs_load(
+    prefect_server: LocalServer, workloads_dir: Path, tmp_path: Path
+) -> None:
+    """`prefect deploy --all` then `serve.py` (the two ways of running the same deployments): serving
+    takes the pool-bound deployments over, and its runs load their code (before, Prefect's in-place
+    update left them without path or pull steps and every served run crashed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    for cmd in (["work-pool", "create", "scalewise", "--type", "process", "--overwrite"], ["deploy", "--all"]):
+        done = subprocess.run([prefect, "--no-prompt", *cmd], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    srv = Served(prefect_server.api_url, workloads_dir, tmp_path / "serve.log")
+    try:
+        wait_for(lambda: "took over scale/scalewise (was in work pool scalewise)" in srv.log.read_text(), 120,
+                 "serve.py's take-over line", srv.log)
+        srv.wait_registered(["scale/scalewise"])  # registered again, by serve.py (take-over comes first)
+        with get_client(sync_client=True) as client:
+            dep = wait_for(lambda: _served(client.read_deployment_by_name("scale/scalewise")), 60,
+                           "scale/scalewise registered by serve.py", srv.log)
+            assert (dep.path, dep.pull_steps or []) == (".", [])
+        # A run of an undeclared workload loads the flow and fails in it, naming the workload: not Crashed.
+        run: Any = run_deployment("scale/scalewise", parameters={"workload": "nowhere", "replicas": 1}, timeout=240)
+        assert run.state is not None and run.state.is_failed(), (run.state, srv.log.read_text()[-3000:])
+        assert "nowhere" in str(run.state.message), run.state.message
+    finally:
+        srv.stop()
+
+
+def _served(dep: Any) -> Any:
+    return dep if dep.work_pool_name is None else None

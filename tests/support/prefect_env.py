@@ -102,3 +102,24 @@ class Served:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        forget_project_deployments()
+
+
+def forget_project_deployments() -> None:
+    """Delete the project's deployments ("<flow>/scalewise") from the session's server, with their runs.
+
+    Tests that serve or deploy them share one server per xdist worker: a deployment left with an
+    interval schedule piles up due runs that the next test's runner would start all at once, and a
+    deployment left bound to a work pool is not what the next runner serves."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        deployments = [d for d in client.read_deployments() if d.name == "scalewise"]
+        if not deployments:
+            return
+        ids = [d.id for d in deployments]
+        for dep in deployments:  # first: no more scheduled runs are made for them
+            client.delete_deployment(dep.id)
+        for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=ids))):
+            client.delete_flow_run(run.id)
