@@ -25,6 +25,7 @@ from flows.scale_out import scale_out
 from flows.train_forecast import train_forecast
 from scalewise.audit import Trigger
 from scalewise.settings import enable_heartbeats
+from tasks.schedule import collapse_backlog
 
 DEPLOYMENT_NAME = "scalewise"
 OPERATIONS: list[Any] = [
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         deploy(workload=workload, reason="initial deploy", trigger=Trigger(kind="api", actor="serve.py"))
     served = runner_deployments()
     take_over(served)
+    cancelled = collapse_backlog(f"{autoscale.name}/{DEPLOYMENT_NAME}")
+    if cancelled:
+        print(f"serve.py: cancelled {len(cancelled)} due autoscale runs of a backlog (the newest acts)", flush=True)
     serve(*served, query_seconds=args.poll)
 
 
