@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         deploy(workload=workload, reason="initial deploy", trigger=Trigger(kind="api", actor="serve.py"))
     served = runner_deployments()
     take_over(served)
-    cancelled = collapse_backlog(f"{autoscale.name}/{DEPLOYMENT_NAME}")
+    try:
+        cancelled = collapse_backlog(f"{autoscale.name}/{DEPLOYMENT_NAME}")
+    except Exception as exc:  # serving matters more: the claim rule still makes a backlog skip
+        print(f"serve.py: could not cancel the autoscale backlog ({exc}); serving anyway", flush=True)
+        cancelled = []
     if cancelled:
         print(f"serve.py: cancelled {len(cancelled)} due autoscale runs of a backlog (the newest acts)", flush=True)
     serve(*served, query_seconds=args.poll)

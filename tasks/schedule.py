@@ -68,7 +68,7 @@ def collapse_backlog(deployment_name: str, now: datetime | None = None) -> list[
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
                 expected_start_time=FlowRunFilterExpectedStartTime(before_=now),  # type: ignore[arg-type]
             ),
-            limit=1000,
+            limit=200,  # the API maximum; more is more than the scheduler makes ahead
         )
         due = sorted((r for r in due if r.auto_scheduled), key=lambda r: r.expected_start_time or now)
         cancelled: list[str] = []

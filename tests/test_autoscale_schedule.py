@@ -59,6 +59,7 @@ def autoscale_actions(name: str) -> list[Any]:
     ]
 
 
+@pytest.mark.timeout(1500)  # several bounded waits in a row, each sized for a loaded machine
 def test_a_backlog_of_late_scheduled_runs_collapses_into_one_acting_run(
     workload: str, prom_env: PromEnv, workloads_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     prefect_server: LocalServer,
