@@ -13,6 +13,7 @@ from apply_automations import apply_run_health  # type: ignore[import-not-found]
 from prefect import serve
 from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
 
+from flows.analysis import analyze
 from flows.autoscale import autoscale
 from flows.backtest import backtest
 from flows.deploy import deploy
@@ -27,7 +28,7 @@ from scalewise.settings import enable_heartbeats
 
 DEPLOYMENT_NAME = "scalewise"
 OPERATIONS: list[Any] = [
-    deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest,
+    deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest, analyze,
 ]
 
 
