@@ -30,7 +30,7 @@ from scalewise.policy.analysis import (
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 Q = 'sum(rate(errors{service="{workload}"}[1m]))'
-S, F, I, E = Phase.SUCCESSFUL, Phase.FAILED, Phase.INCONCLUSIVE, Phase.ERROR
+S, F, INC, E = Phase.SUCCESSFUL, Phase.FAILED, Phase.INCONCLUSIVE, Phase.ERROR
 
 
 def metric(name: str = "err", **kw: Any) -> AnalysisMetric:
@@ -64,7 +64,7 @@ def feed(run: AnalysisRun, name: str, phases: list[Phase]) -> AnalysisRun:
         (None, "result[0] > 0.2", [0.10], S),  # failure only: not failure is a success
         (None, "result[0] > 0.2", [0.30], F),
         ("result[0] < 0.05", "result[0] > 0.2", [0.01], S),
-        ("result[0] < 0.05", "result[0] > 0.2", [0.10], I),  # neither: Inconclusive
+        ("result[0] < 0.05", "result[0] > 0.2", [0.10], INC),  # neither: Inconclusive
         ("result[0] < 0.05", "result[0] > 0.2", [0.30], F),
         ("result[0] < 0.5", "result[0] > 0.2", [0.30], F),  # both hold: the failure wins
         ("result[0] < 0.05", None, [], E),  # no data: the condition cannot be evaluated
@@ -87,21 +87,21 @@ def test_judge(success: str | None, failure: str | None, value: Any, phase: Phas
     [
         ({}, [S], S),  # no interval: count 1
         ({}, [F], F),  # failure_limit 0: one failure fails
-        ({}, [I], I),  # inconclusive_limit 0
+        ({}, [INC], INC),  # inconclusive_limit 0
         ({"interval": 1, "count": 3}, [S, S], Phase.RUNNING),
         ({"interval": 1, "count": 3}, [S, S, S], S),
         ({"interval": 1, "count": 3, "failure_limit": 1}, [F, S, S], S),  # failed (1) not > 1
         ({"interval": 1, "count": 5, "failure_limit": 1}, [F, S, F], F),  # failed (2) > 1, before count
         ({"interval": 1, "count": 3, "failure_limit": -1}, [F, F, F], S),  # -1: never fails
-        ({"interval": 1, "count": 3, "inconclusive_limit": 1}, [I, S, S], S),
-        ({"interval": 1, "count": 3, "inconclusive_limit": 1}, [I, I], I),
+        ({"interval": 1, "count": 3, "inconclusive_limit": 1}, [INC, S, S], S),
+        ({"interval": 1, "count": 3, "inconclusive_limit": 1}, [INC, INC], INC),
         ({"interval": 1, "count": 3}, [E, E, E, E], Phase.RUNNING),  # 4 consecutive errors: not > 4
         ({"interval": 1, "count": 3}, [E, E, E, E, E], E),  # 5 > consecutive_error_limit 4
         ({"interval": 1, "count": 3, "consecutive_error_limit": 1}, [E, S, E, S, E, S], S),  # reset by a success
         ({"interval": 1, "count": 3, "consecutive_error_limit": 0}, [E], E),
         ({"interval": 1}, [S] * 50, Phase.RUNNING),  # interval without count: until terminated
         # several limits breached at once: the last checked wins (failed, inconclusive, errors)
-        ({"interval": 1, "count": 9, "failure_limit": 0, "inconclusive_limit": 0}, [I, F], I),
+        ({"interval": 1, "count": 9, "failure_limit": 0, "inconclusive_limit": 0}, [INC, F], INC),
         ({"interval": 1, "count": 9, "failure_limit": 0, "consecutive_error_limit": 0}, [F, E], F),
     ],
 )
@@ -118,7 +118,7 @@ def test_metric_phase(kw: dict[str, Any], phases: list[Phase], expected: Phase) 
 
 def test_counters_follow_argo() -> None:
     run = feed(start(spec(metric(interval=1, count=9, failure_limit=5, inconclusive_limit=5)), T0),
-               "err", [S, E, E, F, I, E, S])
+               "err", [S, E, E, F, INC, E, S])
     r = run.result("err")
     assert r is not None
     assert (r.count, r.successful, r.failed, r.inconclusive, r.error, r.consecutive_error) == (4, 2, 1, 1, 3, 0)
@@ -136,16 +136,16 @@ def test_failed_message_names_the_limit_and_metric() -> None:
 
 def test_order_is_argos() -> None:
     assert [str(p) for p in ORDER] == ["Successful", "Running", "Pending", "Inconclusive", "Error", "Failed"]
-    assert worst([S, I, E]) is E and worst([S, F, E]) is F and worst([]) is None
+    assert worst([S, INC, E]) is E and worst([S, F, E]) is F and worst([]) is None
 
 
 def test_run_is_the_worst_metric_and_a_bad_metric_terminates_the_rest() -> None:
     two = spec(metric("a", interval=1, count=3), metric("b", interval=1, count=3))
     run = feed(start(two, T0), "a", [S])
     assert run.phase is Phase.RUNNING
-    run = record(run, m("b", I))  # b Inconclusive: the run is terminating, a completes Successful
-    assert run.phase is I
-    assert [r.phase for r in run.results] == [S, I]
+    run = record(run, m("b", INC))  # b Inconclusive: the run is terminating, a completes Successful
+    assert run.phase is INC
+    assert [r.phase for r in run.results] == [S, INC]
     assert due(run, T0 + timedelta(hours=1)) == [] and next_due(run) is None
 
 
@@ -210,7 +210,7 @@ def step_until_done(run: AnalysisRun, phases: dict[str, list[Phase]], limit: int
 
 # -- properties ------------------------------------------------------------------------------------
 
-phases_st = st.lists(st.sampled_from([S, F, I, E]), min_size=1, max_size=12)
+phases_st = st.lists(st.sampled_from([S, F, INC, E]), min_size=1, max_size=12)
 metric_st = st.builds(
     lambda interval, count, fl, il, cel: metric(
         interval=interval, count=count, failure_limit=fl, inconclusive_limit=il, consecutive_error_limit=cel
@@ -238,12 +238,12 @@ def test_counters_and_limits_invariants(met: AnalysisMetric, phases: list[Phase]
         assert r.consecutive_error <= r.error
         if r.phase is F:
             assert met.failure_limit >= 0 and r.failed > met.failure_limit
-        if r.phase is I:
+        if r.phase is INC:
             assert r.inconclusive > met.inconclusive_limit
         if r.phase is E:
             assert r.consecutive_error > met.consecutive_error_limit
         if met.failure_limit >= 0 and r.failed > met.failure_limit:
-            assert r.phase in (F, I, E)  # a breached failure_limit always ends the metric
+            assert r.phase in (F, INC, E)  # a breached failure_limit always ends the metric
         assert run.phase in (Phase.RUNNING, r.phase)
 
 

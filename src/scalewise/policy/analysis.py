@@ -42,12 +42,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from scalewise.durations import Duration
+from scalewise.durations import parse_duration
 from scalewise.policy import expr
 from scalewise.policy.config import METRIC_NAME_RE, _check_template
+
+#: A duration as seconds or text ('30s', '5m'); the JSON schema says so, because flow parameters are
+#: checked against it by the Prefect server (the UI's Run form, API runs).
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^[0-9.a-z ]+$"}]}),
+]
 
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 DEFAULT_ERROR_RETRY_INTERVAL_S = 10.0

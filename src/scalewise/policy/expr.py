@@ -31,7 +31,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from lark import Lark, Token, Tree
-from lark.exceptions import LarkError, UnexpectedInput
+from lark.exceptions import LarkError, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 Value = float | bool | list[float] | None
 
@@ -125,6 +125,10 @@ def parse(text: str) -> Tree[Token]:
         raise ExprError(f"longer than {MAX_LENGTH} characters")
     try:
         tree = _parser().parse(text)
+    except (UnexpectedEOF, UnexpectedToken) as exc:
+        if isinstance(exc, UnexpectedEOF) or exc.token.type == "$END":
+            raise ExprError(f"syntax error: {text!r} ends too early") from None
+        raise ExprError(f"syntax error at column {exc.column}: {text!r}") from None
     except UnexpectedInput as exc:
         raise ExprError(f"syntax error at column {exc.column}: {text!r}") from None
     except LarkError as exc:  # pragma: no cover - any other parser failure
