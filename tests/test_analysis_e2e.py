@@ -157,26 +157,48 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_inconclusive_pauses_and_is_approved_with_the_cli(prom_env: PromEnv, workload: str) -> None:
-    error_ratio(prom_env, workload, 0.1)  # between success (< 0.05) and failure (> 0.2)
-    run = Background(workload=workload, analysis=analysis(), trigger=TEST_TRIGGER, approval_timeout_s=600)
-    paused = wait_for(lambda: paused_run(workload), 120, "the analysis run to pause for approval")
-    assert paused.state is not None and paused.state.state_details.run_input_keyset  # the UI's Resume form
-    bad = cli("approve", "not-a-run-id")
-    assert bad.returncode == 2 and "RUN: 'not-a-run-id' is not a flow run id" in bad.stdout + bad.stderr
-    done = cli("approve", str(paused.id), "--comment", "error ratio 10% is the known batch job")
+def test_good_analysis_from_the_cli_and_its_history(prom_env: PromEnv, workload: str, tmp_path: Path) -> None:
+    error_ratio(prom_env, workload, 0.01)
+    spec = tmp_path / "analysis.yaml"
+    spec.write_text(yaml.safe_dump({"analysis": analysis().model_dump(mode="json")}))
+    done = cli("analyze", workload, "--file", str(spec))
     assert done.returncode == 0, done.stdout + done.stderr
-    run.join()
-    assert run.error is None, run.error
-    record = run.result
-    assert record is not None and record.outcome == "succeeded"
+    assert f"analysis {workload}: succeeded" in done.stdout and "error-ratio = [0.01]: Successful" in done.stdout
+    shown = cli("history", workload)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    flat = " ".join(shown.stdout.split())
+    assert "analysis Successful" in flat and "error-ratio=[0.01] Successful" in flat
+
+
+def test_inconclusive_pauses_and_is_approved_with_the_cli(prom_env: PromEnv, workload: str, tmp_path: Path) -> None:
+    error_ratio(prom_env, workload, 0.1)  # between success (< 0.05) and failure (> 0.2)
+    spec = tmp_path / "analysis.yaml"
+    spec.write_text(yaml.safe_dump(analysis().model_dump(mode="json")))
+    log = tmp_path / "analyze.log"
+    with log.open("wb") as out:  # `scalewise analyze` as a user runs it, waiting for the approval
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scalewise.cli", "analyze", workload, "--file", str(spec)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"},
+        )
+    try:
+        paused = wait_for(lambda: paused_run(workload), 180, "the analysis run to pause for approval", log)
+        assert paused.state is not None and paused.state.state_details.run_input_keyset  # the UI's Resume form
+        assert f"scalewise approve {paused.id}" in log.read_text()
+        bad = cli("approve", "not-a-run-id")
+        assert bad.returncode == 2 and "RUN: 'not-a-run-id' is not a flow run id" in bad.stdout + bad.stderr
+        done = cli("approve", str(paused.id), "--comment", "error ratio 10% is the known batch job")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    record = last_record(workload)
+    assert record.outcome == "succeeded" and record.flow_run_id == str(paused.id)
     assert record.analysis is not None and record.analysis["phase"] == "Inconclusive"
     assert record.approval is not None and record.approval.approved
     assert record.approval.approver is not None and record.approval.approver.startswith("cli:")
     assert record.approval.comment == "error ratio 10% is the known batch job"
-    stored = last_record(workload)
-    assert stored.approval == record.approval
-    detail = history.detail(stored)
+    detail = history.detail(record)
     assert "error-ratio=[0.1] Inconclusive" in detail and "approved by cli:" in detail
     again = cli("approve", str(paused.id))  # nothing to approve any more
     assert again.returncode == 1 and "is not paused" in again.stdout + again.stderr

@@ -187,6 +187,9 @@ def show_record(record: Any) -> None:
     )
     for step in record.plan:
         console.print(f"  - {step}")
+    for row in (record.analysis or {}).get("measurements", []):
+        line = f"    {row['time']} {row['metric']} = {row['value'] or '-'}: {row['phase']} {row['message']}"
+        console.print(escape(line.rstrip()))
     if record.durations:
         console.print("  " + ", ".join(f"{k} {v:.2f}" for k, v in record.durations.items()), style="dim")
 
