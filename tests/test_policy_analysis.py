@@ -212,14 +212,16 @@ def step_until_done(run: AnalysisRun, phases: dict[str, list[Phase]], limit: int
 
 phases_st = st.lists(st.sampled_from([S, F, INC, E]), min_size=1, max_size=12)
 metric_st = st.builds(
-    lambda interval, count, fl, il, cel: metric(
-        interval=interval, count=count, failure_limit=fl, inconclusive_limit=il, consecutive_error_limit=cel
+    lambda interval, count, fl, il, cel, delay: metric(
+        interval=interval, count=count, failure_limit=fl, inconclusive_limit=il, consecutive_error_limit=cel,
+        initial_delay=delay,
     ),
     st.sampled_from([None, 1.0, 5.0]),
     st.one_of(st.none(), st.integers(1, 6)),
     st.integers(-1, 3),
     st.integers(0, 3),
     st.integers(0, 4),
+    st.sampled_from([0.0, 3.0]),
 ).filter(lambda x: x.effective_count is not None)
 
 
@@ -264,10 +266,13 @@ def test_a_bounded_run_ends_with_the_worst_metric(items: list[tuple[AnalysisMetr
     decided = [r.phase for r in run.results if not r.dry_run]
     assert run.phase is worst(decided)
     assert all(p.completed for p in decided)
-    # nothing is measured before its initial delay, nor closer than its interval
+    # nothing is measured before its initial delay, nor sooner than its interval (error retry after an Error)
     for r in run.results:
-        times = [x.finished_at for x in r.measurements]
-        assert times == sorted(times)
+        met = run.spec.metric(r.name)
+        assert r.measurements[0].finished_at >= T0 + timedelta(seconds=met.initial_delay)
+        for prev, nxt in zip(r.measurements, r.measurements[1:], strict=False):
+            wait = run.spec.error_retry_interval if prev.phase is E or met.interval is None else met.interval
+            assert nxt.finished_at - prev.finished_at >= timedelta(seconds=wait)
 
 
 # -- spec validation names the field ---------------------------------------------------------------
