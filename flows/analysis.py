@@ -20,6 +20,7 @@ from scalewise.audit import ActionRecord, Approval, Trigger
 from scalewise.errors import AnalysisFailed
 from scalewise.metrics.base import WorkloadRef
 from scalewise.policy.analysis import AnalysisRun, AnalysisSpec, Phase, summary_rows
+from scalewise.spec import WorkloadSpec
 from tasks.analysis import publish_analysis, run_analysis
 from tasks.approval import request_approval
 from tasks.audit import current_flow_run_id, record_action, resolve_trigger
@@ -56,29 +57,15 @@ def analyze(
     """
     t0 = time.monotonic()
     spec = load_workload(workload)
-    run_id = current_flow_run_id()
     record = ActionRecord(
         operation="analysis", workload=spec.name, target=spec.target, trigger=resolve_trigger(trigger),
-        reason=reason, started_at=datetime.now(UTC), config_version=spec.spec_hash(), flow_run_id=run_id,
+        reason=reason, started_at=datetime.now(UTC), config_version=spec.spec_hash(),
+        flow_run_id=current_flow_run_id(),
         plan=[_describe(m) for m in analysis.model_dump()["metrics"]],
     )
     try:
-        run = run_analysis(
-            analysis, WorkloadRef.of(spec), duration_s=duration_s,
-            on_update=lambda r: publish_analysis(spec.name, r),
-        )
-        record.analysis = analysis_record(run)
-        record.reason_code = f"analysis_{run.phase.value.lower()}"
-        record.plan.append(f"analysis {run.phase}: {run.message}")
-        if run.phase is Phase.INCONCLUSIVE and on_inconclusive == "approve":
-            approval = request_approval(f"analysis of {spec.name} is Inconclusive: {run.message}",
-                                        approval_timeout_s, run_id)
-            record.approval = approval
-            record.plan.append(_answered(approval))
-            if not approval.approved:
-                raise AnalysisFailed(f"analysis of {spec.name!r}: {_answered(approval)}")
-        elif run.phase is not Phase.SUCCESSFUL:
-            raise AnalysisFailed(f"analysis of {spec.name!r} {run.phase}: {run.message}")
+        gate(spec, analysis, record, on_inconclusive=on_inconclusive, approval_timeout_s=approval_timeout_s,
+             duration_s=duration_s)
     except Exception as exc:
         record.outcome = "failed"
         record.error = f"{type(exc).__name__}: {exc}"
@@ -88,6 +75,40 @@ def analyze(
         raise
     _finish(record, t0)
     return record_action(record)
+
+
+def gate(
+    spec: WorkloadSpec,
+    analysis: AnalysisSpec,
+    record: ActionRecord,
+    *,
+    on_inconclusive: Literal["approve", "fail"] = "approve",
+    approval_timeout_s: int = 3600,
+    duration_s: float = 600.0,
+) -> AnalysisRun:
+    """The analysis step of any flow (this one, a canary's): measure, record the verdict and every
+    measurement in ``record``; Inconclusive asks a person (when ``on_inconclusive`` is 'approve').
+
+    Returns the run when it may go on (Successful, or Inconclusive and approved); raises AnalysisFailed
+    with the reason otherwise (Failed, Error, Inconclusive rejected or unanswered), for the caller to
+    abort or roll back. Call it from a flow (the approval pauses the flow run)."""
+    run = run_analysis(
+        analysis, WorkloadRef.of(spec), duration_s=duration_s, on_update=lambda r: publish_analysis(spec.name, r)
+    )
+    record.analysis = analysis_record(run)
+    record.reason_code = f"analysis_{run.phase.value.lower()}"
+    record.plan.append(f"analysis {run.phase}: {run.message}")
+    if run.phase is Phase.INCONCLUSIVE and on_inconclusive == "approve":
+        approval = request_approval(
+            f"analysis of {spec.name} is Inconclusive: {run.message}", approval_timeout_s, record.flow_run_id
+        )
+        record.approval = approval
+        record.plan.append(_answered(approval))
+        if not approval.approved:
+            raise AnalysisFailed(f"analysis of {spec.name!r}: {_answered(approval)}")
+    elif run.phase is not Phase.SUCCESSFUL:
+        raise AnalysisFailed(f"analysis of {spec.name!r} {run.phase}: {run.message}")
+    return run
 
 
 def analysis_record(run: AnalysisRun) -> dict[str, Any]:

@@ -225,7 +225,9 @@ def test_unanswered_approval_times_out_and_aborts(prom_env: PromEnv, workload: s
         analyze(workload=workload, analysis=analysis(count=1), trigger=TEST_TRIGGER, approval_timeout_s=3)
     record = last_record(workload)
     assert record.outcome == "failed" and record.approval is not None and record.approval.timed_out
+    assert record.flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(record.flow_run_id).state
+    assert state is not None and state.is_failed()
     with pytest.raises(ApprovalError, match="not paused"):
-        run = next(iter(history.fetch(workload)[-1:])).record.flow_run_id
-        assert run is not None
-        resume(run, approve=True, comment="", approver="late")
+        resume(record.flow_run_id, approve=True, comment="", approver="late")
