@@ -66,6 +66,8 @@ def test_conditions(text: str, result: object, expected: bool) -> None:
         ("len({# < 1})", "takes no predicate"),
         ("result = 1", "syntax error"),
         ("x" * 1001, "longer than 1000"),
+        ("!" * 900 + "true", "nested more than 64 levels deep"),
+        ("abs(" * 70 + "1" + ")" * 70 + " < 2", "nested more than 64 levels deep"),
     ],
 )
 def test_refused_at_parse_with_the_reason(text: str, reason: str) -> None:

@@ -104,6 +104,7 @@ FUNCTIONS: dict[str, tuple[int, int | None, bool]] = {
     "none": (2, 2, True),
 }
 MAX_LENGTH = 1000
+MAX_DEPTH = 64
 
 
 class ExprError(ValueError):
@@ -133,8 +134,22 @@ def parse(text: str) -> Tree[Token]:
         raise ExprError(f"syntax error at column {exc.column}: {text!r}") from None
     except LarkError as exc:  # pragma: no cover - any other parser failure
         raise ExprError(f"cannot parse {text!r}: {exc}") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExprError(f"nested more than {MAX_DEPTH} levels deep")
     _check(tree, in_predicate=False)
     return tree
+
+
+def _depth(tree: Tree[Token]) -> int:
+    """Nesting depth, without recursion (the checks and the interpreter recurse once per level)."""
+    deepest = 0
+    stack: list[tuple[Tree[Token] | Token, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, Tree):
+            stack.extend((child, depth + 1) for child in node.children if child is not None)
+    return deepest
 
 
 def _check(node: Tree[Token] | Token, in_predicate: bool) -> None:
