@@ -93,7 +93,9 @@ def gate(
     with the reason otherwise (Failed, Error, Inconclusive rejected or unanswered), for the caller to
     abort or roll back. Call it from a flow (the approval pauses the flow run)."""
     run = run_analysis(
-        analysis, WorkloadRef.of(spec), duration_s=duration_s, on_update=lambda r: publish_analysis(spec.name, r)
+        analysis, WorkloadRef.of(spec), duration_s=duration_s,
+        # the artifact is for watching; a failure to store it must not decide the analysis
+        on_update=lambda r: publish_analysis(spec.name, r, return_state=True),
     )
     record.analysis = analysis_record(run)
     record.reason_code = f"analysis_{run.phase.value.lower()}"

@@ -77,7 +77,7 @@ def run_analysis(
     workload: WorkloadRef,
     *,
     duration_s: float,
-    on_update: Callable[[AnalysisRun], None] | None = None,
+    on_update: Callable[[AnalysisRun], object] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> AnalysisRun:
     """Measure ``spec`` on its schedule until the run completes.

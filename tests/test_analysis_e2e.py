@@ -19,6 +19,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ParameterTypeError
 
 from flows.analysis import analyze
 from scalewise import history
@@ -231,3 +232,12 @@ def test_unanswered_approval_times_out_and_aborts(prom_env: PromEnv, workload: s
     assert state is not None and state.is_failed()
     with pytest.raises(ApprovalError, match="not paused"):
         resume(record.flow_run_id, approve=True, comment="", approver="late")
+
+
+def test_bad_analysis_parameters_fail_naming_the_field(workload: str) -> None:
+    bad = {"metrics": [{"name": "error-ratio", "query": QUERY, "success_condition": "result[0] <"}]}
+    with pytest.raises(ParameterTypeError, match=r"success_condition[\s\S]*ends too early"):
+        analyze(workload=workload, analysis=bad, trigger=TEST_TRIGGER)  # type: ignore[arg-type]
+    with pytest.raises(ParameterTypeError, match="approval_timeout_s"):
+        analyze(workload=workload, analysis=analysis(), approval_timeout_s=0, trigger=TEST_TRIGGER)
+    assert not [e for e in history.fetch(workload) if e.record.operation == "analysis"]  # nothing ran
