@@ -14,6 +14,7 @@ from apply_automations import apply_run_health  # type: ignore[import-not-found]
 from prefect import serve
 from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
 
+from flows.analysis import analyze
 from flows.autoscale import autoscale
 from flows.backtest import backtest
 from flows.deploy import deploy
@@ -29,7 +30,7 @@ from tasks.schedule import collapse_backlog
 
 DEPLOYMENT_NAME = "scalewise"
 OPERATIONS: list[Any] = [
-    deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest,
+    deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest, analyze,
 ]
 
 

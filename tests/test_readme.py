@@ -9,7 +9,8 @@ import yaml
 
 from scalewise.spec import parse_workload
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README_PATH = Path(__file__).resolve().parents[1] / "README.md"
+README = README_PATH.read_text()
 BLOCKS = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", README, re.S)]
 
 
@@ -26,3 +27,15 @@ def test_autoscaling_example_is_valid() -> None:
     )
     assert spec.autoscaling is not None
     assert [m.name for m in spec.autoscaling.metrics] == ["rps", "cpu"]
+
+
+def test_analysis_example_is_the_shipped_file_and_valid() -> None:
+    from scalewise.policy.analysis import AnalysisSpec
+
+    shipped = yaml.safe_load((README_PATH.parent / "deployments" / "analysis.example.yaml").read_text())
+    example = next(b for b in BLOCKS if isinstance(b, dict) and set(b) == {"metrics"})
+    assert example == shipped
+    spec = AnalysisSpec.model_validate(example)
+    assert [m.name for m in spec.metrics] == ["error-ratio", "latency-p99"] and spec.metrics[1].dry_run
+    assert "scalewise analyze web --file deployments/analysis.example.yaml" in README
+    assert "scalewise approve " in README

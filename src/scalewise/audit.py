@@ -21,7 +21,7 @@ Outcome = Literal["succeeded", "failed", "noop", "planned", "rolled_back", "in_p
 #: it again as ``interrupted`` (and re-reads the workload, completing or repairing the change).
 OPEN_OUTCOMES = frozenset({"in_progress"})
 Operation = Literal[
-    "deploy", "scale", "scale-out", "scale-in", "rolling-update", "rollback", "autoscale", "remove"
+    "deploy", "scale", "scale-out", "scale-in", "rolling-update", "rollback", "autoscale", "remove", "analysis"
 ]
 
 ARTIFACT_PREFIX = "scalewise-action-"
@@ -50,6 +50,18 @@ class Snapshot(BaseModel):
     revision: int | None = None
 
 
+class Approval(BaseModel):
+    """A person's answer to a paused run (Prefect's Resume form, ``scalewise approve``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    approved: bool
+    approver: str | None = Field(default=None, max_length=200, description="Who answered (as they gave it)")
+    comment: str = Field(default="", max_length=2000)
+    at: datetime
+    timed_out: bool = Field(default=False, description="Nobody answered in time: the run aborted")
+
+
 class ActionRecord(BaseModel):
     """One action (or dry-run plan) on one workload."""
 
@@ -73,6 +85,10 @@ class ActionRecord(BaseModel):
     durations: dict[str, float] = Field(default_factory=dict)
     flow_run_id: str | None = None
     decision: dict[str, Any] | None = Field(default=None, description="Autoscaler decision record")
+    analysis: dict[str, Any] | None = Field(
+        default=None, description="Analysis run: phase, message, every measurement (scalewise.policy.analysis)"
+    )
+    approval: Approval | None = Field(default=None, description="Manual approval asked for and its answer")
 
     def row(self) -> dict[str, Any]:
         """A flat row for a table artifact (the full record rides along as JSON)."""

@@ -187,6 +187,9 @@ def show_record(record: Any) -> None:
     )
     for step in record.plan:
         console.print(f"  - {step}")
+    for row in (record.analysis or {}).get("measurements", []):
+        line = f"    {row['time']} {row['metric']} = {row['value'] or '-'}: {row['phase']} {row['message']}"
+        console.print(escape(line.rstrip()))
     if record.durations:
         console.print("  " + ", ".join(f"{k} {v:.2f}" for k, v in record.durations.items()), style="dim")
 
@@ -300,6 +303,78 @@ def rollback(
 
     run_flow(flow, f"rolling {workload} back", workload=workload, to_revision=to, dry_run=dry_run,
              reason=reason or "rollback (cli)", timeout_s=timeout)
+
+
+def load_analysis(path: Path) -> Any:
+    """An analysis spec file (YAML: ``metrics: [...]``, or an ``analysis:`` block); SpecError naming the
+    file, the field and the reason."""
+    from pydantic import ValidationError
+
+    from scalewise.errors import SpecError
+    from scalewise.policy.analysis import AnalysisSpec
+    from scalewise.spec import read_yaml, spec_error_from_validation
+
+    docs = read_yaml(path)
+    data = docs[0] if docs else None
+    if isinstance(data, dict) and set(data) == {"analysis"}:
+        data = data["analysis"]
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "", "an analysis is a mapping with a 'metrics' list")
+    try:
+        return AnalysisSpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error_from_validation(str(path), exc) from None
+
+
+@app.command()
+def analyze(
+    workload: str,
+    file: Annotated[Path, typer.Option("--file", "-f", help="Analysis spec (YAML: metrics: [...])")],
+    on_inconclusive: Annotated[
+        str, typer.Option(help="approve: pause for a person (scalewise approve / Prefect UI); fail")
+    ] = "approve",
+    approval_timeout: Annotated[str, typer.Option(help="How long an approval may wait (e.g. 30m)")] = "1h",
+    duration: Annotated[str, typer.Option(help="How long metrics without a count run (e.g. 10m)")] = "10m",
+    reason: Reason = None,
+) -> None:
+    """Measure a workload's metrics (Argo Rollouts' analysis semantics): Successful exits 0, Failed/Error
+    exit 1; Inconclusive pauses the run until `scalewise approve RUN` (or the Prefect UI) answers."""
+    from flows.analysis import analyze as flow
+
+    try:
+        spec = load_analysis(file)
+    except ScalewiseError as exc:
+        fail(str(exc), 2)
+    if on_inconclusive not in ("approve", "fail"):
+        fail(f"--on-inconclusive: {on_inconclusive!r} is not one of approve, fail", 2)
+    run_flow(flow, f"analysing {workload}", workload=workload, analysis=spec, on_inconclusive=on_inconclusive,
+             approval_timeout_s=int(_seconds(approval_timeout, "--approval-timeout")),
+             duration_s=_seconds(duration, "--duration"), reason=reason or "analysis (cli)")
+
+
+@app.command()
+def approve(
+    run: Annotated[str, typer.Argument(help="The paused flow run's id (printed by the run, shown in the UI)")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve")] = False,
+    comment: Annotated[str, typer.Option(help="Why (recorded in the audit trail)")] = "",
+) -> None:
+    """Answer a run paused for approval (an Inconclusive analysis): approve, or --reject to abort it."""
+    from scalewise.approval import ApprovalError, ApprovalInput, parse_run_id, resume
+
+    who = cli_trigger().label()
+    try:  # bad input: exit 2 before asking the server anything
+        parse_run_id(run)
+        ApprovalInput(approve=not reject, comment=comment, approver=who)
+    except ApprovalError as exc:
+        fail(str(exc), 2)
+    except ValueError as exc:
+        fail(f"--comment: {exc}", 2)
+    with prefect_api():
+        try:
+            name = resume(run, approve=not reject, comment=comment, approver=who)
+        except ApprovalError as exc:
+            fail(str(exc))
+    console.print(f"{'rejected' if reject else 'approved'} {name} ({run}) as {who}")
 
 
 @app.command()

@@ -100,3 +100,8 @@ class StaleObservation(PermanentError):
 
 class LockUnavailable(PermanentError):
     """The per-workload concurrency limit is missing or could not be acquired."""
+
+
+class AnalysisFailed(ScalewiseError):
+    """An analysis ended Failed, Error or Inconclusive (not approved), or its approval was refused or
+    timed out. The message names the metric and the limit that decided it."""

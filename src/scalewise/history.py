@@ -16,7 +16,9 @@ from pydantic import BaseModel
 from scalewise.audit import ARTIFACT_PREFIX, ActionRecord, artifact_key
 
 PAGE = 200
-FIELDS = ("time", "workload", "operation", "trigger", "before", "after", "reason", "outcome", "error", "run_url")
+FIELDS = (
+    "time", "workload", "operation", "trigger", "before", "after", "reason", "outcome", "detail", "error", "run_url"
+)
 
 
 class HistoryEntry(BaseModel):
@@ -34,9 +36,30 @@ class HistoryEntry(BaseModel):
             "after": _fmt(r.after.replicas, r.after.image, r.after.revision),
             "reason": r.reason,
             "outcome": r.outcome + (" (dry run)" if r.dry_run else ""),
+            "detail": detail(r),
             "error": r.error or "",
             "run_url": self.run_url or "",
         }
+
+
+def detail(record: ActionRecord) -> str:
+    """An analysis's verdict, each measurement (metric=value phase) and the approval, on one line."""
+    parts: list[str] = []
+    if record.analysis:
+        a = record.analysis
+        parts.append(f"analysis {a.get('phase')}" + (f" ({a['message']})" if a.get("message") else ""))
+        parts.extend(
+            f"{m.get('metric')}={m.get('value') or '-'} {m.get('phase')}" for m in a.get("measurements", [])
+        )
+    if record.approval:
+        ap = record.approval
+        if ap.timed_out:
+            parts.append(f"approval timed out ({ap.comment})")
+        else:
+            who = ap.approver or "unnamed approver"
+            verdict = "approved" if ap.approved else "rejected"
+            parts.append(f"{verdict} by {who}" + (f": {ap.comment}" if ap.comment else ""))
+    return "; ".join(parts)
 
 
 def _fmt(replicas: int | None, image: str | None, revision: int | None) -> str:

@@ -1,0 +1,70 @@
+"""Manual approval through Prefect's own pause: the form a paused run asks for, and resuming it.
+
+A flow pauses with ``pause_flow_run(wait_for_input=ApprovalInput...)`` (see ``tasks/approval.py``);
+the Prefect UI shows the run as Paused with a Resume form built from :class:`ApprovalInput`
+(approve or reject, a comment, who answers). ``scalewise approve RUN [--reject] --comment ...``
+answers the same form through the API (:func:`resume`).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
+from prefect.flow_runs import resume_flow_run
+from prefect.input import RunInput
+from pydantic import Field, ValidationError
+
+from scalewise.errors import ScalewiseError
+
+
+class ApprovalInput(RunInput):
+    """The Resume form of a paused scalewise run."""
+
+    approve: bool = Field(default=True, description="Approve (true) or reject (false)")
+    comment: str = Field(default="", max_length=2000, description="Why: recorded in the audit trail")
+    approver: str | None = Field(
+        default=None, max_length=200, description="Who answers (the OSS server records no user: give your name)"
+    )
+
+
+class ApprovalError(ScalewiseError):
+    """The run cannot be answered (unknown, not paused, no longer resumable, bad input)."""
+
+
+def parse_run_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise ApprovalError(f"RUN: {value!r} is not a flow run id (a UUID, as printed by the paused run)") from None
+
+
+def resume(run_id: str, approve: bool, comment: str, approver: str | None) -> str:
+    """Answer the paused flow run ``run_id``; returns its name. Raises ApprovalError with the reason."""
+    rid = parse_run_id(run_id)
+    try:
+        answer = ApprovalInput(approve=approve, comment=comment, approver=approver)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ApprovalError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(rid)
+        except ObjectNotFound:
+            raise ApprovalError(f"RUN: no flow run {rid}") from None
+    state = run.state
+    if state is None or not state.is_paused():
+        raise ApprovalError(
+            f"RUN: flow run {run.name} ({rid}) is not paused (state: {state.name if state else 'none'}); "
+            "nothing to approve"
+        )
+    try:
+        resume_flow_run(rid, run_input=answer.model_dump(include={"approve", "comment", "approver"}))
+    except FlowPauseTimeout:
+        raise ApprovalError(
+            f"RUN: flow run {run.name} ({rid}) can no longer be resumed (its pause timed out)"
+        ) from None
+    except RuntimeError as exc:
+        raise ApprovalError(f"RUN: flow run {run.name} ({rid}): {exc}") from None
+    return run.name

@@ -1,0 +1,55 @@
+"""`scalewise analyze` / `scalewise approve`: bad input is refused before anything runs, naming the field
+(exit 2, no server needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens
+    return subprocess.run(
+        [sys.executable, "-m", "scalewise.cli", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("metrics: []\n", "bad.yaml: metrics: List should have at least 1 item"),
+        (
+            "metrics: [{name: err, query: 'up{job=\"{workload}\"}', success_condition: 'result[0] <'}]\n",
+            "bad.yaml: metrics[0].success_condition: syntax error: 'result[0] <' ends too early",
+        ),
+        (
+            "metrics: [{name: err, query: 'up{job={workload}}'}]\n",
+            "bad.yaml: metrics[0].query: placeholder {workload} must be inside a double-quoted label value",
+        ),
+        ("metrics: [{name: err, query: up, failure_limit: -5}]\n", "bad.yaml: metrics[0].failure_limit"),
+        ("metrics: [{name: err, query: up, interval: soon}]\n", "bad.yaml: metrics[0].interval: cannot read 'soon'"),
+        ("- 1\n", "bad.yaml: an analysis is a mapping with a 'metrics' list"),
+        ("metrics: [{name: err, query: up}]\nmetrics: []\n", "bad.yaml: metrics: duplicate key"),
+    ],
+)
+def test_bad_analysis_file_names_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    proc = cli("analyze", "web", "--file", "bad.yaml", cwd=tmp_path)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, out
+    assert expected in out and "Traceback" not in out
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("metrics: [{name: err, query: up}]\n")
+    proc = cli("analyze", "web", "--file", "a.yaml", "--on-inconclusive", "maybe", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "--on-inconclusive: 'maybe' is not one of approve, fail" in out
+    proc = cli("analyze", "web", "--file", "a.yaml", "--approval-timeout", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "--approval-timeout: must be positive" in proc.stdout + proc.stderr
+    proc = cli("approve", "1234", cwd=tmp_path)
+    assert proc.returncode == 2 and "RUN: '1234' is not a flow run id" in proc.stdout + proc.stderr
