@@ -198,7 +198,9 @@ class Forecaster:
 
     def __init__(self, predictive: Predictive) -> None:
         self.spec = predictive
-        self.window = SeasonalWindow(predictive.season, predictive.step, predictive.seasons, predictive.horizon)
+        self.window = SeasonalWindow(
+            predictive.season, predictive.step, predictive.seasons, predictive.horizon, predictive.level_window
+        )
         self.missing: Forecast | None = None
         if predictive.forecaster == "holt_winters" and predictive.fallback == "none":
             self.missing = Forecast.missing(

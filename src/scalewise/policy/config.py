@@ -298,6 +298,11 @@ class Predictive(_Strict):
     season: Duration = Field(default=86400.0, ge=60.0, le=31 * 86400.0, description="Length of one season")
     seasons: int = Field(default=7, ge=1, le=60, description="Past seasons the seasonal window averages")
     step: Duration = Field(default=60.0, gt=0, le=3600.0, description="Resolution of the demand history")
+    level_window: Duration = Field(
+        default=0.0, ge=0.0, le=86400.0,
+        description="seasonal_window: scale the seasonal profile by the demand of the last level_window over "
+        "the same phase in past seasons (0: off)",
+    )
     mode: Literal["forecast_and_scale", "forecast_only"] = "forecast_and_scale"
     max_model_age: Duration = Field(
         default=2 * 86400.0, gt=0, description="A trained model older than this is refused (holt_winters)"
@@ -386,6 +391,8 @@ class AutoscalingSpec(_Strict):
                 rules.pop("tolerance", None)
         if data.get("predictive") is None:
             data.pop("predictive", None)
+        elif data["predictive"].get("level_window") == 0.0:
+            data["predictive"].pop("level_window", None)
         if data.get("manual_hold") == type(self).model_fields["manual_hold"].default:
             data.pop("manual_hold", None)
         blob = json.dumps(data, sort_keys=True).encode()
