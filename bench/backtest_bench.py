@@ -51,6 +51,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "target": 0.8 * CAPACITY,
         "predictive": {"metric": "rps", "season": "1d", "seasons": 7, "step": "60s", "horizon": "90s", "margin": 0.1},
     },
+    "predictive-level-30m-target-80%": {
+        "target": 0.8 * CAPACITY,
+        "predictive": {"metric": "rps", "season": "1d", "seasons": 7, "step": "60s", "horizon": "90s", "margin": 0.1,
+                       "level_window": "30m"},
+    },
 }
 
 

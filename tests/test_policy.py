@@ -628,6 +628,15 @@ def scenarios(draw):
     return s, (lo, hi), readings, current, ready, state, now
 
 
+def assert_valid_records(d: Decision) -> None:
+    """Every record of ``d`` holds exactly its schema's fields, and equals its validated copy."""
+    records = [d, d.inputs, d.state, *d.steps, *d.state.recommendations, *d.state.scale_events]
+    for record in records:
+        assert list(record.__dict__) == list(type(record).model_fields), type(record).__name__
+        assert type(record).model_validate(record.model_dump()) == record
+    assert Decision.model_validate_json(d.model_dump_json()) == d
+
+
 def _any_failed(d: Decision) -> bool:
     return any(st.reason == "failed" for st in d.steps if st.name.startswith("metric:"))
 
@@ -655,6 +664,8 @@ def test_properties(case):
     # 4. replay of the record
     rec = DecisionRecord.model_validate_json(DecisionRecord.of(s, state, d).model_dump_json())
     assert replay(rec) == d
+    # 5. the records decide() builds without validation are exactly what validation would build
+    assert_valid_records(d)
 
 
 def test_schedule_window_edges():

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from scalewise.errors import SpecError
 from scalewise.policy.config import AutoscalingSpec
 from scalewise.policy.decide import DecisionInputs, PolicyState, decide
-from scalewise.policy.forecast import Forecast, HoltWintersModel, SeasonalWindow, seasonal_window_forecast
+from scalewise.policy.forecast import (
+    LEVEL_LIMITS,
+    Forecast,
+    HoltWintersModel,
+    SeasonalWindow,
+    seasonal_window_forecast,
+)
 from scalewise.policy.readings import MetricReading
 from scalewise.policy.record import DecisionRecord, replay
 from scalewise.spec import parse_workload
@@ -157,6 +163,24 @@ def test_seasonal_window_mean_of_past_peaks():
     assert (empty.value, empty.unavailable) == (None, "no_history")
 
 
+def test_seasonal_window_level_adjustment():
+    day, step = 86400.0, 60.0
+    # two past days at 10 req/s all day; today at 15 req/s over the last 10 minutes
+    points = [(k * day + t, 10.0) for k in (0, 1) for t in range(0, 86400, 60)]
+    now = 2 * day + 7200
+    points += [(now - t, 15.0) for t in range(0, 600, 60)]
+    plain = seasonal_window_forecast(points, now, season_s=day, seasons=2, horizon_s=60, step_s=step)
+    level = seasonal_window_forecast(points, now, season_s=day, seasons=2, horizon_s=60, step_s=step, level_s=600)
+    assert plain.value == pytest.approx(10.0) and level.value == pytest.approx(15.0)
+    # bounded: a burst (x50) raises the profile at most LEVEL_LIMITS[1] times
+    burst = [*points[:-10], *((now - t, 500.0) for t in range(0, 600, 60))]
+    high = seasonal_window_forecast(burst, now, season_s=day, seasons=2, horizon_s=60, step_s=step, level_s=600)
+    assert high.value == pytest.approx(10.0 * LEVEL_LIMITS[1])
+    # nothing recent (no reading yet): the plain profile
+    quiet = seasonal_window_forecast(points[:-10], now, season_s=day, seasons=2, horizon_s=60, step_s=step, level_s=600)
+    assert quiet.value == pytest.approx(10.0)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 400), st.floats(0, 1000, allow_nan=False)), max_size=80),
@@ -218,3 +242,29 @@ def test_forecast_only_raises_never_lowers(total, current, value, mode):
             assert without.desired <= d.desired  # any scale-in is the reactive policy's
     again = replay(DecisionRecord.model_validate_json(DecisionRecord.of(s, PolicyState(), d).model_dump_json()))
     assert again == d
+
+
+def test_forecast_for_reads_the_level_window_too():
+    from scalewise.forecasting import forecast_for
+
+    day = 86400.0
+    now = T0 + timedelta(days=2, hours=2)
+    asked: list[tuple[float, float]] = []
+
+    def read(metric: Any, start: datetime, end: datetime, step_s: float) -> list[tuple[float, float]]:
+        asked.append(((now - start).total_seconds(), (now - end).total_seconds()))
+        t, points = start.timestamp(), []
+        while t <= end.timestamp():
+            recent = now.timestamp() - t <= 600
+            points.append((t, 15.0 if recent else 10.0))
+            t += step_s
+        return points
+
+    s = spec(seasons=2, level_window="10m", horizon="60s")
+    f = forecast_for("api", s, now, read=read)
+    assert f is not None and f.value == pytest.approx(15.0)
+    assert asked == [(600.0, 0.0), (day + 600, day - 60), (2 * day + 600, 2 * day - 60)]
+    asked.clear()
+    plain = forecast_for("api", spec(seasons=2, horizon="60s"), now, read=read)
+    assert plain is not None and plain.value == pytest.approx(10.0)
+    assert asked == [(day, day - 60), (2 * day, 2 * day - 60)]

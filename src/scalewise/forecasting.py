@@ -88,18 +88,22 @@ def fit_holt_winters(
 
 
 def _seasonal(p: Predictive, metric: MetricTarget, now: datetime, read: HistoryReader | None) -> Forecast:
-    """The seasonal-window forecast from one small range query per past season."""
+    """The seasonal-window forecast from one small range query per past season (and, with a
+    ``level_window``, one over the recent window)."""
     if read is None:
         return Forecast.missing("seasonal_window", p.horizon, "source", "no Prometheus source configured")
     points: list[tuple[float, float]] = []
+    level = timedelta(seconds=p.level_window)
     try:
-        for k in range(1, p.seasons + 1):
-            start = now - timedelta(seconds=k * p.season)
-            points.extend(read(metric, start, start + timedelta(seconds=p.horizon), p.step))
+        for k in range(0 if p.level_window else 1, p.seasons + 1):
+            phase = now - timedelta(seconds=k * p.season)
+            end = phase + timedelta(seconds=p.horizon) if k else now
+            points.extend(read(metric, phase - level, end, p.step))
     except Exception as exc:  # a failed history read means no floor this tick, never a failed tick
         return Forecast.missing("seasonal_window", p.horizon, "source", f"{type(exc).__name__}: {exc}"[:200])
     return seasonal_window_forecast(
-        points, now.timestamp(), season_s=p.season, seasons=p.seasons, horizon_s=p.horizon, step_s=p.step
+        points, now.timestamp(), season_s=p.season, seasons=p.seasons, horizon_s=p.horizon, step_s=p.step,
+        level_s=p.level_window,
     )
 
 

@@ -29,6 +29,7 @@ from scalewise.policy.config import MetricTarget, Predictive
 from scalewise.policy.decide import PolicyState
 from scalewise.policy.forecast import Forecast, SeasonalWindow
 from scalewise.policy.readings import MetricReading
+from scalewise.policy.trusted import trusted
 from scalewise.spec import WorkloadSpec
 
 IntArray = npt.NDArray[np.int64]
@@ -197,7 +198,9 @@ class Forecaster:
 
     def __init__(self, predictive: Predictive) -> None:
         self.spec = predictive
-        self.window = SeasonalWindow(predictive.season, predictive.step, predictive.seasons, predictive.horizon)
+        self.window = SeasonalWindow(
+            predictive.season, predictive.step, predictive.seasons, predictive.horizon, predictive.level_window
+        )
         self.missing: Forecast | None = None
         if predictive.forecaster == "holt_winters" and predictive.fallback == "none":
             self.missing = Forecast.missing(
@@ -249,7 +252,13 @@ def simulate(
     totals = grid.total_rate.tolist()
     ends, begins = grid.scrape_cell.tolist(), grid.window_start.tolist()
     tick, cells = grid.tick_cells, grid.cells
-    success, per_replica_reading, failure = MetricReading.success, MetricReading.per_replica, MetricReading.failure
+    per_replica_reading, failure = MetricReading.per_replica, MetricReading.failure
+
+    def success(metric: str, at: datetime, value: float) -> MetricReading:
+        # a finite float the simulation computed: built without re-validation (see policy.trusted)
+        return trusted(MetricReading, name=metric, outcome="ok", value=value, values=None, timestamp=at, error=None,
+                       detail="")
+
     evaluate = autoscaler.evaluate
     # The orchestrator's view of the workload; only the counts vary, so one object per (desired, ready).
     observed: dict[tuple[int, int], WorkloadState] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from pydantic import BaseModel, ConfigDict
 
@@ -136,6 +137,9 @@ def history_horizon(behavior: Behavior) -> tuple[float, float]:
     return rec, max(periods, default=0.0)
 
 
+_AT = attrgetter("at")
+
+
 def compact_recommendations(history: Sequence[Recommendation]) -> list[Recommendation]:
     """Drop samples that can never decide a window again, keeping the result of every future query.
 
@@ -144,7 +148,7 @@ def compact_recommendations(history: Sequence[Recommendation]) -> list[Recommend
     min-queries once a newer sample is <= it; a sample irrelevant to both is dropped. This keeps a
     persisted :class:`~scalewise.policy.decide.PolicyState` small (Prefect Variables hold 5,000 chars).
     """
-    ordered = sorted(history, key=lambda r: r.at)
+    ordered = sorted(history, key=_AT)
     kept: list[Recommendation] = []
     later_max: int | None = None
     later_min: int | None = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
@@ -297,6 +298,11 @@ class Predictive(_Strict):
     season: Duration = Field(default=86400.0, ge=60.0, le=31 * 86400.0, description="Length of one season")
     seasons: int = Field(default=7, ge=1, le=60, description="Past seasons the seasonal window averages")
     step: Duration = Field(default=60.0, gt=0, le=3600.0, description="Resolution of the demand history")
+    level_window: Duration = Field(
+        default=0.0, ge=0.0, le=86400.0,
+        description="seasonal_window: scale the seasonal profile by the demand of the last level_window over "
+        "the same phase in past seasons (0: off)",
+    )
     mode: Literal["forecast_and_scale", "forecast_only"] = "forecast_and_scale"
     max_model_age: Duration = Field(
         default=2 * 86400.0, gt=0, description="A trained model older than this is refused (holt_winters)"
@@ -375,15 +381,28 @@ class AutoscalingSpec(_Strict):
 
         Fields added later are left out while unset, so a spec keeps the hash it had before them.
         """
-        if self._hash is None:
-            data = self.model_dump(mode="json")
-            for rules in data["behavior"].values():
-                if rules.get("tolerance") is None:
-                    rules.pop("tolerance", None)
-            if data.get("predictive") is None:
-                data.pop("predictive", None)
-            if data.get("manual_hold") == type(self).model_fields["manual_hold"].default:
-                data.pop("manual_hold", None)
-            blob = json.dumps(data, sort_keys=True).encode()
-            self._hash = hashlib.sha256(blob).hexdigest()[:12]
-        return self._hash
+        private = self.__pydantic_private__  # direct: the attribute path costs more than the hash on a hot tick
+        cached: str | None = private.get("_hash") if private else None
+        if cached is not None:
+            return cached
+        data = self.model_dump(mode="json")
+        for rules in data["behavior"].values():
+            if rules.get("tolerance") is None:
+                rules.pop("tolerance", None)
+        if data.get("predictive") is None:
+            data.pop("predictive", None)
+        elif data["predictive"].get("level_window") == 0.0:
+            data["predictive"].pop("level_window", None)
+        if data.get("manual_hold") == type(self).model_fields["manual_hold"].default:
+            data.pop("manual_hold", None)
+        blob = json.dumps(data, sort_keys=True).encode()
+        cached = hashlib.sha256(blob).hexdigest()[:12]
+        self._hash = cached
+        return cached
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> AutoscalingSpec:
+        """A copy; with ``update`` its config hash is computed afresh (the cached one is for the old fields)."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy._hash = None
+        return copy

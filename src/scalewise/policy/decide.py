@@ -46,6 +46,7 @@ from scalewise.policy.calculator import Combined, MetricProposal, aggregate_valu
 from scalewise.policy.config import AutoscalingSpec
 from scalewise.policy.forecast import Forecast, floor_for
 from scalewise.policy.readings import MetricReading, ReplicaInfo
+from scalewise.policy.trusted import trusted
 
 
 class Reason(StrEnum):
@@ -204,6 +205,8 @@ class _Tick:
     last_active: datetime | None
     inactive_since: datetime | None
     panic_until: datetime | None
+    now: datetime
+    current: int
     steps: list[Step] = field(default_factory=list)
     eff_min: int = 0
     eff_max: int = 0
@@ -214,14 +217,6 @@ class _Tick:
     cooling: bool = False
     combined: Combined | None = None
     remembered: bool = False
-
-    @property
-    def now(self) -> datetime:
-        return self.inputs.now
-
-    @property
-    def current(self) -> int:
-        return self.inputs.current
 
     @property
     def zero_capable(self) -> bool:
@@ -247,7 +242,7 @@ class _Tick:
         return self.combined.replicas
 
     def step(self, name: str, proposal: int | None, reason: str, detail: str = "") -> None:
-        self.steps.append(Step(name=name, proposal=proposal, reason=reason, detail=detail))
+        self.steps.append(trusted(Step, name=name, proposal=proposal, reason=reason, detail=detail))
 
     def bound_reason(self, value: int, low: bool) -> Reason:
         """Name the bound that limited ``value``: a schedule's, or the workload's own."""
@@ -260,8 +255,9 @@ class _Tick:
         current, now = self.current, self.now
         new_events = list(self.events)
         if desired != current:
-            new_events.append(ScaleEvent(at=now, change=desired - current))
-        new_state = PolicyState(
+            new_events.append(trusted(ScaleEvent, at=now, change=desired - current))
+        new_state = trusted(
+            PolicyState,
             recommendations=compact_recommendations(self.recs),
             scale_events=new_events,
             consecutive_failures=self.failures,
@@ -269,7 +265,8 @@ class _Tick:
             inactive_since=self.inactive_since,
             panic_until=self.panic_until,
         )
-        return Decision(
+        return trusted(
+            Decision,
             desired=desired,
             current=current,
             changed=desired != current,
@@ -430,10 +427,11 @@ def _forecast_floor(t: _Tick) -> Outcome:
             detail = f"model trained {age:.0f}s ago > max_model_age {predictive.max_model_age:.0f}s"
             t.step("forecast", None, Reason.FORECAST_STALE, detail)
             return None
-    floor = floor_for(forecast.value, predictive.margin, t.spec.predictive_target())
+    target = t.spec.predictive_target()
+    floor = floor_for(forecast.value, predictive.margin, target)
     detail = (
         f"{forecast.forecaster} forecast {forecast.value:.6g} over {forecast.horizon:g}s"
-        f" x (1 + {predictive.margin:g}) / {t.spec.predictive_target():g} -> floor {floor}"
+        f" x (1 + {predictive.margin:g}) / {target:g} -> floor {floor}"
     )
     if forecast.detail:
         detail += f" ({forecast.detail})"
@@ -457,7 +455,7 @@ def _remember(t: _Tick) -> Outcome:
     """
     assert t.combined is not None
     if t.combined.reason != Reason.MISSING_METRICS_HOLD:
-        t.recs.append(Recommendation(at=t.now, replicas=t.target))
+        t.recs.append(trusted(Recommendation, at=t.now, replicas=t.target))
         t.remembered = True
     return None
 
@@ -543,7 +541,8 @@ def _start(
     replicas: Sequence[ReplicaInfo] | None,
     forecast: Forecast | None,
 ) -> _Tick:
-    inputs = DecisionInputs(
+    inputs = trusted(
+        DecisionInputs,
         bounds=(bounds[0], bounds[1]),
         readings=list(readings),
         current=current,
@@ -554,6 +553,7 @@ def _start(
         forecast=forecast,
     )
     rec_keep, ev_keep = history_horizon(spec.behavior)
+    rec_cut, ev_cut = now - timedelta(seconds=rec_keep), now - timedelta(seconds=ev_keep)
     panic_until = state.panic_until
     if panic_until is not None and panic_until <= now:
         panic_until = None
@@ -561,12 +561,14 @@ def _start(
         spec=spec,
         inputs=inputs,
         readings=readings,
-        recs=[r for r in state.recommendations if (now - r.at).total_seconds() < rec_keep],
-        events=[e for e in state.scale_events if (now - e.at).total_seconds() < ev_keep],
+        recs=[r for r in state.recommendations if r.at > rec_cut],
+        events=[e for e in state.scale_events if e.at > ev_cut],
         failures=state.consecutive_failures,
         last_active=state.last_active,
         inactive_since=state.inactive_since,
         panic_until=panic_until,
+        now=now,
+        current=current,
     )
 
 

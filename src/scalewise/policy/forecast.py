@@ -60,21 +60,33 @@ class Forecast(BaseModel):
         return cls(horizon=horizon, forecaster=forecaster, unavailable=code, detail=detail)
 
 
+#: The level adjustment is kept within these factors (a burst or an outage moves the floor, but boundedly).
+LEVEL_LIMITS = (0.5, 2.0)
+
+
 class SeasonalWindow:
-    """Ring buffer of one value per ``step`` over ``seasons`` seasons (+ one horizon).
+    """Ring buffer of one value per ``step`` over ``seasons`` seasons (+ one horizon, + the level window).
 
     ``forecast(t, horizon)`` = mean over k = 1..seasons of the peak over ``[t - k*season,
     t - k*season + horizon]``, over the seasons that have data; None when none has.
+
+    With ``level_s > 0`` the seasonal profile is scaled to the current level: by the mean of the last
+    ``level_s`` seconds over the mean of the same phase in the past seasons (within
+    :data:`LEVEL_LIMITS`). A weekday after a weekend, a slow decline or a busier day then shifts the
+    forecast instead of being averaged away.
     """
 
-    def __init__(self, season_s: float, step_s: float, seasons: int, horizon_s: float) -> None:
-        if season_s <= 0 or step_s <= 0 or seasons < 1 or horizon_s < 0:
-            raise ValueError("season and step must be positive, seasons >= 1, horizon >= 0")
+    def __init__(
+        self, season_s: float, step_s: float, seasons: int, horizon_s: float, level_s: float = 0.0
+    ) -> None:
+        if season_s <= 0 or step_s <= 0 or seasons < 1 or horizon_s < 0 or level_s < 0:
+            raise ValueError("season and step must be positive, seasons >= 1, horizon and level >= 0")
         self.step = step_s
         self.season_slots = max(1, round(season_s / step_s))
         self.seasons = seasons
         self.horizon_slots = math.ceil(horizon_s / step_s)
-        self.capacity = self.season_slots * seasons + self.horizon_slots + 2
+        self.level_slots = math.ceil(level_s / step_s)
+        self.capacity = self.season_slots * seasons + self.horizon_slots + self.level_slots + 2
         self._values: list[float] = [0.0] * self.capacity
         self._slot: list[int | None] = [None] * self.capacity  # which absolute slot each cell holds
 
@@ -95,22 +107,47 @@ class SeasonalWindow:
             self.add(t_s, value)
         return self
 
+    def _known(self, first: int, last: int) -> list[float]:
+        """The recorded values of slots ``first..last`` (inclusive)."""
+        found = []
+        for slot in range(first, last + 1):
+            cell = slot % self.capacity
+            if self._slot[cell] == slot:
+                found.append(self._values[cell])
+        return found
+
+    def level(self, t_s: float) -> float | None:
+        """Mean of the last ``level_s`` over the mean of that phase in the past seasons (None: not known)."""
+        if self.level_slots == 0:
+            return None
+        now_slot = self._index(t_s)
+        recent = self._known(now_slot - self.level_slots, now_slot)
+        past: list[float] = []
+        for k in range(1, self.seasons + 1):
+            shift = k * self.season_slots
+            past.extend(self._known(now_slot - shift - self.level_slots, now_slot - shift))
+        if not recent or not past:
+            return None
+        past_mean = sum(past) / len(past)
+        if past_mean <= 0:
+            return None
+        low, high = LEVEL_LIMITS
+        return min(high, max(low, (sum(recent) / len(recent)) / past_mean))
+
     def forecast(self, t_s: float) -> tuple[float | None, int]:
         """(forecast, number of seasons it averages) at ``t_s`` for the configured horizon."""
         now_slot = self._index(t_s)
         peaks: list[float] = []
         for k in range(1, self.seasons + 1):
             start = now_slot - k * self.season_slots
-            peak: float | None = None
-            for slot in range(start, start + self.horizon_slots + 1):
-                cell = slot % self.capacity
-                if self._slot[cell] == slot and (peak is None or self._values[cell] > peak):
-                    peak = self._values[cell]
-            if peak is not None:
-                peaks.append(peak)
+            found = self._known(start, start + self.horizon_slots)
+            if found:
+                peaks.append(max(found))
         if not peaks:
             return None, 0
-        return sum(peaks) / len(peaks), len(peaks)
+        value = sum(peaks) / len(peaks)
+        factor = self.level(t_s)
+        return (value if factor is None else value * factor), len(peaks)
 
 
 def seasonal_window_forecast(
@@ -121,9 +158,10 @@ def seasonal_window_forecast(
     seasons: int,
     horizon_s: float,
     step_s: float,
+    level_s: float = 0.0,
 ) -> Forecast:
     """The seasonal-window forecast at ``now_s`` from ``(t_s, value)`` points (e.g. a range query)."""
-    window = SeasonalWindow(season_s, step_s, seasons, horizon_s).extend(points)
+    window = SeasonalWindow(season_s, step_s, seasons, horizon_s, level_s).extend(points)
     value, used = window.forecast(now_s)
     if value is None:
         return Forecast.missing("seasonal_window", horizon_s, "no_history", f"no data in the last {seasons} seasons")
