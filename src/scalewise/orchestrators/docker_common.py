@@ -1,6 +1,6 @@
-"""What the Docker adapters share: SDK error mapping, label names, durations, the waiting loop.
+"""What the Docker adapters share: SDK error mapping, label names, durations (and the waiting loop, from waiting.py).
 
-Imported by ``swarm.py`` (Swarm services) and ``engine.py`` (plain containers); with them, the only
+Imported by ``swarm.py`` (Swarm services) and ``engine/`` (plain containers); with them, the only
 modules (besides ``metrics/docker_stats.py``) that import the ``docker`` SDK.
 
 Error mapping (kopf-style; only ``TransientError`` is ever retried)
