@@ -119,9 +119,7 @@ class FakeOrchestrator:
     def _checked(self, spec: WorkloadSpec, expected_version: str) -> _Workload:
         w = self._get(spec)
         if str(w.version) != expected_version:
-            raise ConflictError(
-                f"fake workload {spec.name!r}: version {expected_version} is stale (now {w.version})"
-            )
+            raise ConflictError(f"fake workload {spec.name!r}: version {expected_version} is stale (now {w.version})")
         return w
 
     def _bump(self, w: _Workload) -> None:
@@ -139,9 +137,7 @@ class FakeOrchestrator:
             w.message = f"update to {new.image} failed: never became healthy"
             self._bump(w)
             raise RolloutFailed(spec.name, w.message, rolled_back_to=w.revision)
-        w.history, w.revision = record_revision(
-            w.history, new, datetime.now(UTC), at_least=w.revision, force_new=True
-        )
+        w.history, w.revision = record_revision(w.history, new, datetime.now(UTC), at_least=w.revision, force_new=True)
         w.spec = new
         w.update_state = "completed"
         w.message = f"{reason} to {new.image} completed"
