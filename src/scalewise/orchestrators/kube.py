@@ -117,7 +117,6 @@ from kubernetes.config.config_exception import ConfigException
 
 from scalewise.errors import (
     ConflictError,
-    ConvergenceTimeout,
     ForbiddenError,
     NotFoundError,
     OwnershipError,
@@ -128,6 +127,7 @@ from scalewise.errors import (
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.history import dump_history, dump_template, parse_history, parse_template
+from scalewise.orchestrators.waiting import poll_converged
 from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision, template_hash
 from scalewise.spec import WorkloadSpec
 
@@ -812,50 +812,33 @@ class KubernetesOrchestrator:
         poll_s: float = 0.5,
         on_progress: ProgressFn | None = None,
     ) -> ConvergeResult:
-        start = time.monotonic()
-        deadline = start + max(0.0, timeout_s)
-        state: WorkloadState | None = None
-        while True:
-            failure: TransientError | None = None
-            try:
-                state = self.read(spec)
-            except TransientError as exc:
-                # An apiserver restart or a network blip: keep polling until the bound.
-                failure = exc
-            elapsed = time.monotonic() - start
-            if failure is None and state is not None:
-                if on_progress is not None:
-                    on_progress(state)
-                if state.update_state == "complete" and state.ready_replicas == state.desired_replicas:
-                    return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
-                if state.update_state == "deadline_exceeded":
-                    return ConvergeResult(
-                        converged=False,
-                        state=state,
-                        reason="deadline_exceeded",
-                        detail=state.message or "ProgressDeadlineExceeded",
-                        elapsed_s=elapsed,
-                    )
-            now = time.monotonic()
-            if now >= deadline:
-                if state is None:
-                    raise ConvergenceTimeout(
-                        f"kubernetes {spec.name!r}: no state read within {timeout_s:g}s"
-                        + (f" (last error: {failure})" if failure is not None else "")
-                    )
-                last_error = f"; last read failed: {failure}" if failure is not None else ""
+        def settled(state: WorkloadState, elapsed: float) -> ConvergeResult | None:
+            if state.update_state == "complete" and state.ready_replicas == state.desired_replicas:
+                return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
+            if state.update_state == "deadline_exceeded":
                 return ConvergeResult(
                     converged=False,
                     state=state,
-                    reason="timeout",
-                    detail=(
-                        f"after {timeout_s:g}s: desired {state.desired_replicas}, ready {state.ready_replicas},"
-                        f" updated {state.updated_replicas} ({state.update_state}: {state.message or '-'})"
-                        f"{last_error}"
-                    ),
+                    reason="deadline_exceeded",
+                    detail=state.message or "ProgressDeadlineExceeded",
                     elapsed_s=elapsed,
                 )
-            time.sleep(max(0.0, min(poll_s, deadline - now)))
+            return None
+
+        # An apiserver restart or a network blip (TransientError): the loop keeps polling until the bound.
+        return poll_converged(
+            lambda: self.read(spec),
+            settled,
+            start=time.monotonic(),
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            on_progress=on_progress,
+            progress=lambda state: (
+                f"desired {state.desired_replicas}, ready {state.ready_replicas},"
+                f" updated {state.updated_replicas} ({state.update_state}: {state.message or '-'})"
+            ),
+            what=f"kubernetes {spec.name!r}",
+        )
 
 
 __all__ = ["FIELD_MANAGER", "KubernetesOrchestrator", "map_api_error", "merge_patch"]

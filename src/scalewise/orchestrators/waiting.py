@@ -21,6 +21,7 @@ def poll_converged(
     progress: Callable[[WorkloadState], str],
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    what: str = "",
 ) -> ConvergeResult:
     """The loop of ``wait_converged``: ``read`` (each state goes to ``on_progress``) until
     ``settled(state, elapsed)`` returns a result; past ``start + timeout_s`` a ``timeout`` result
@@ -30,7 +31,7 @@ def poll_converged(
     A read that fails with a :class:`TransientError` (the engine restarting, a dropped connection)
     is absorbed until the deadline: the wait is bounded by its own limit and never retried. If no
     read succeeded by then, :class:`ConvergenceTimeout` names the last error. ``clock`` and ``sleep``
-    are the time source (a fake orchestrator passes a virtual one)."""
+    are the time source (a fake orchestrator passes a virtual one); ``what`` prefixes that error."""
     deadline = start + max(0.0, timeout_s)
     state: WorkloadState | None = None
     while True:
@@ -50,7 +51,9 @@ def poll_converged(
         if now >= deadline:
             if state is None:
                 raise ConvergenceTimeout(
-                    f"no state read within {timeout_s:g}s" + (f" (last error: {failure})" if failure else "")
+                    (f"{what}: " if what else "")
+                    + f"no state read within {timeout_s:g}s"
+                    + (f" (last error: {failure})" if failure else "")
                 )
             last_error = f"; last read failed: {failure}" if failure is not None else ""
             return ConvergeResult(
