@@ -370,11 +370,15 @@ class KubernetesOrchestrator:
     def _plural(spec: WorkloadSpec) -> str:
         return "deployments" if spec.kubernetes.kind == "Deployment" else "statefulsets"
 
+    def _apps_call(self, spec: WorkloadSpec, verb: str, suffix: str = "") -> Callable[..., Any]:
+        """The AppsV1Api method for the workload's kind: ``<verb>_namespaced_<deployment|stateful_set><suffix>``."""
+        kind = "deployment" if spec.kubernetes.kind == "Deployment" else "stateful_set"
+        fn: Callable[..., Any] = getattr(self.apps, f"{verb}_namespaced_{kind}{suffix}")
+        return fn
+
     def _fetch(self, spec: WorkloadSpec) -> dict[str, Any]:
         ns = spec.kubernetes.namespace
-        if spec.kubernetes.kind == "Deployment":
-            return self._call("get", "deployments", ns, spec.name, self.apps.read_namespaced_deployment, spec.name, ns)
-        return self._call("get", "statefulsets", ns, spec.name, self.apps.read_namespaced_stateful_set, spec.name, ns)
+        return self._call("get", self._plural(spec), ns, spec.name, self._apps_call(spec, "read"), spec.name, ns)
 
     def _replica_sets(self, spec: WorkloadSpec, obj: dict[str, Any]) -> list[dict[str, Any]]:
         """The ReplicaSets this Deployment owns (by label, then by owner UID)."""
@@ -648,9 +652,7 @@ class KubernetesOrchestrator:
 
     def _server_side_apply(self, spec: WorkloadSpec, body: dict[str, Any]) -> dict[str, Any]:
         ns = spec.kubernetes.namespace
-        fn: Callable[..., Any] = self.apps.patch_namespaced_deployment
-        if spec.kubernetes.kind == "StatefulSet":
-            fn = self.apps.patch_namespaced_stateful_set
+        fn = self._apps_call(spec, "patch")
         return self._call(
             "patch", self._plural(spec), ns, spec.name, fn, spec.name, ns, body,
             field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
@@ -666,9 +668,7 @@ class KubernetesOrchestrator:
 
     def _patch(self, spec: WorkloadSpec, body: dict[str, Any], content_type: str) -> dict[str, Any]:
         ns = spec.kubernetes.namespace
-        fn: Callable[..., Any] = self.apps.patch_namespaced_deployment
-        if spec.kubernetes.kind == "StatefulSet":
-            fn = self.apps.patch_namespaced_stateful_set
+        fn = self._apps_call(spec, "patch")
         return self._call(
             "patch", self._plural(spec), ns, spec.name, fn, spec.name, ns, body,
             field_manager=FIELD_MANAGER, _content_type=content_type,
@@ -734,10 +734,7 @@ class KubernetesOrchestrator:
             raise PermanentError(f"kubernetes {spec.name!r}: replicas cannot be negative ({replicas})")
         self._check_ownership(spec)
         ns = spec.kubernetes.namespace
-        if spec.kubernetes.kind == "Deployment":
-            fn, resource = self.apps.patch_namespaced_deployment_scale, "deployments/scale"
-        else:
-            fn, resource = self.apps.patch_namespaced_stateful_set_scale, "statefulsets/scale"
+        fn, resource = self._apps_call(spec, "patch", "_scale"), f"{self._plural(spec)}/scale"
 
         def write(obj: dict[str, Any]) -> WorkloadState:
             body = {
@@ -794,9 +791,7 @@ class KubernetesOrchestrator:
 
     def remove(self, spec: WorkloadSpec) -> None:
         ns = spec.kubernetes.namespace
-        fn: Callable[..., Any] = self.apps.delete_namespaced_deployment
-        if spec.kubernetes.kind == "StatefulSet":
-            fn = self.apps.delete_namespaced_stateful_set
+        fn = self._apps_call(spec, "delete")
         with suppress(NotFoundError):
             self._call("delete", self._plural(spec), ns, spec.name, fn, spec.name, ns, propagation_policy="Background")
         if spec.kubernetes.kind == "StatefulSet":
