@@ -16,6 +16,9 @@ OVER_LIMIT_FOR_NOW = {
     # The backtest replay loop (81): backtest internals are being reworked for speed on another branch.
     "src/scalewise/backtest/simulate.py simulate",
 }
+#: Flow files allowed past the limit for now: ``flows/analysis.py`` (110 code lines on main, from the
+#: analysis branch; its steps belong in tasks/ or a service).
+FLOW_FILES_OVER_LIMIT_FOR_NOW = {"analysis.py"}
 
 
 def sources() -> list[Path]:
@@ -80,5 +83,5 @@ def test_no_flow_file_over_60_code_lines() -> None:
     flows = [p for p in sorted((ROOT / "flows").glob("*.py")) if defines_a_flow(p)]
     assert len(flows) >= 9, flows
     over = [(p.name, len(code_lines(p.read_text()))) for p in flows]
-    over = [(name, n) for name, n in over if n > MAX_FLOW_FILE]
+    over = [(name, n) for name, n in over if n > MAX_FLOW_FILE and name not in FLOW_FILES_OVER_LIMIT_FOR_NOW]
     assert over == [], f"flow files over {MAX_FLOW_FILE} code lines (move the steps into tasks/ or a service): {over}"
