@@ -343,7 +343,7 @@ def stages(emitted: list[datetime]) -> dict[str, Any]:
 
 
 def bench_fast(rig: Rig, args: argparse.Namespace) -> Any:
-    from flows.autoscale import run_loop
+    from flows.autoscale_loop import run_loop
     from scalewise import selfmetrics
 
     box: dict[str, Any] = {}

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from scalewise.audit import ActionRecord, Operation, Snapshot, Trigger
-from scalewise.errors import NotFoundError, RolloutFailed, StaleObservation
-from scalewise.model import WorkloadState
+from scalewise.errors import ConvergenceTimeout, NotFoundError, RolloutFailed, StaleObservation
+from scalewise.model import ConvergeResult, WorkloadState
 from scalewise.spec import WorkloadSpec
 from tasks.audit import current_flow_run_id, interrupted_records, record_action, resolve_trigger
 from tasks.locking import workload_lock
-from tasks.workload import load_workload, read_state
+from tasks.workload import load_workload, read_state, wait_until_ready
 
 Body = Callable[[WorkloadSpec, ActionRecord], None]
 
@@ -155,3 +155,17 @@ def _finish(record: ActionRecord, t0: float) -> None:
 
 def timed(record: ActionRecord, key: str, t0: float) -> None:
     record.durations[key] = round(time.monotonic() - t0, 3)
+
+
+def wait_recorded(
+    spec: WorkloadSpec, record: ActionRecord, timeout_s: float, failure: Callable[[ConvergeResult], str]
+) -> ConvergeResult:
+    """The bounded wait (``wait_until_ready``), timed as ``wait_s`` and recorded as ``record.after``;
+    a wait that does not converge raises :class:`ConvergenceTimeout` with ``failure(result)``."""
+    t1 = time.monotonic()
+    result = wait_until_ready(spec, timeout_s)
+    timed(record, "wait_s", t1)
+    record.after = snapshot(result.state)
+    if not result.converged:
+        raise ConvergenceTimeout(failure(result))
+    return result

@@ -4,14 +4,13 @@ import time
 
 from prefect import flow
 
-from flows.common import begin, run_action, snapshot, timed
+from flows.common import begin, run_action, snapshot, timed, wait_recorded
 from flows.params import Image, Reason, Timeout, WorkloadName
 from scalewise.audit import ActionRecord, Snapshot, Trigger
-from scalewise.errors import ConvergenceTimeout
 from scalewise.operations import check_replicas
 from scalewise.spec import WorkloadSpec
 from tasks.locking import ensure_lock
-from tasks.workload import apply_spec, read_state, wait_until_ready
+from tasks.workload import apply_spec, read_state
 
 
 @flow(name="deploy", flow_run_name="deploy-{workload}", validate_parameters=True)
@@ -57,11 +56,8 @@ def deploy(
         timed(record, "write_s", t0)
         record.after = snapshot(after)
         if wait:
-            t1 = time.monotonic()
-            result = wait_until_ready(spec, timeout_s)
-            timed(record, "wait_s", t1)
-            record.after = snapshot(result.state)
-            if not result.converged:
-                raise ConvergenceTimeout(f"{spec.name} not ready after {timeout_s:.0f}s ({result.reason})")
+            wait_recorded(
+                spec, record, timeout_s, lambda r: f"{spec.name} not ready after {timeout_s:.0f}s ({r.reason})"
+            )
 
     return run_action("deploy", workload, body, reason=reason, dry_run=dry_run, trigger=trigger, image=image)

@@ -4,13 +4,12 @@ import time
 
 from prefect import flow
 
-from flows.common import begin, require_state, run_action, snapshot, timed
+from flows.common import begin, require_state, run_action, snapshot, timed, wait_recorded
 from flows.params import Reason, Timeout, WorkloadName
 from scalewise.audit import ActionRecord, Snapshot, Trigger
-from scalewise.errors import ConvergenceTimeout
 from scalewise.revisions import plan_rollback
 from scalewise.spec import WorkloadSpec
-from tasks.workload import apply_rollback, list_revisions, wait_until_ready
+from tasks.workload import apply_rollback, list_revisions
 
 
 @flow(name="rollback", flow_run_name="rollback-{workload}", validate_parameters=True)
@@ -45,11 +44,8 @@ def rollback(
         t0 = time.monotonic()
         apply_rollback(spec, plan)
         timed(record, "write_s", t0)
-        t1 = time.monotonic()
-        result = wait_until_ready(spec, timeout_s)
-        timed(record, "wait_s", t1)
-        record.after = snapshot(result.state)
-        if not result.converged:
-            raise ConvergenceTimeout(f"{spec.name}: rollback not ready after {timeout_s:.0f}s ({result.reason})")
+        wait_recorded(
+            spec, record, timeout_s, lambda r: f"{spec.name}: rollback not ready after {timeout_s:.0f}s ({r.reason})"
+        )
 
     return run_action("rollback", workload, body, reason=reason, dry_run=dry_run, trigger=trigger)

@@ -6,15 +6,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from flows.common import Body, begin, require_state, snapshot, timed
+from flows.common import Body, begin, require_state, snapshot, timed, wait_recorded
 from scalewise.audit import ActionRecord, Snapshot
-from scalewise.errors import ConvergenceTimeout
 from scalewise.hold import make_hold
 from scalewise.operations import WriteOutcome, plan_for
 from scalewise.policy.manual import ScaleMode
 from scalewise.spec import WorkloadSpec
 from tasks.hold import clear_hold, save_hold
-from tasks.workload import apply_scale, wait_until_ready
+from tasks.workload import apply_scale
 
 
 def apply_and_wait(
@@ -43,15 +42,15 @@ def apply_and_wait(
     if not out.changed:
         record.outcome = "noop"
     if wait:
-        t1 = time.monotonic()
-        result = wait_until_ready(spec, timeout_s)
-        timed(record, "wait_s", t1)
-        record.after = snapshot(result.state)
-        if not result.converged:
-            raise ConvergenceTimeout(
-                f"{spec.name} did not reach {result.state.desired_replicas} ready replicas in "
-                f"{timeout_s:.0f}s ({result.reason}: {result.detail})"
-            )
+        wait_recorded(
+            spec,
+            record,
+            timeout_s,
+            lambda r: (
+                f"{spec.name} did not reach {r.state.desired_replicas} ready replicas in "
+                f"{timeout_s:.0f}s ({r.reason}: {r.detail})"
+            ),
+        )
     return out
 
 

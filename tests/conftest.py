@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.support.prom_env",
     "tests.support.webhook_env", "tests.support.alertmanager_env",
     "tests.support.target_kube",
+    "tests.support.target_fake",
 ]
 
 import pytest  # noqa: E402

@@ -14,7 +14,8 @@ import docker
 import pytest
 import yaml
 
-from flows.autoscale import autoscale, plan
+from flows.autoscale import autoscale
+from flows.autoscale_loop import plan
 from flows.deploy import deploy
 from scalewise import autoscaler, history, orchestrators
 from scalewise.audit import Trigger
@@ -272,7 +273,7 @@ def _autoscale_runs(name: str) -> list[Any]:
 
 
 def test_fast_loop_acts_in_process_and_starts_no_run_while_idle(env: Env) -> None:
-    from flows.autoscale import run_loop
+    from flows.autoscale_loop import run_loop
 
     seen: list[list[Result] | None] = []
     assert run_loop(0.5, [env.name], max_ticks=3, on_tick=lambda _n, r: seen.append(r)) == 3

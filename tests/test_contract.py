@@ -1,7 +1,8 @@
 """The orchestrator contract, run against every target (real engines only, no mocks).
 
 Adding a target is one change: append its name to ``TARGETS`` once ``<name>_target`` exists as a
-fixture yielding a :class:`tests.support.targets.TargetHarness`.
+fixture yielding a :class:`tests.support.targets.TargetHarness`. ``fake`` is the in-memory
+:class:`~scalewise.orchestrators.fake.FakeOrchestrator` (the fast tier runs the contract over it in seconds).
 """
 
 from __future__ import annotations
@@ -34,12 +35,20 @@ from tests.support.faultproxy import fault_proxy
 from tests.support.targets import TargetHarness, roll_back
 from tests.test_faults import task_run_counts
 
-TARGETS = ["swarm", "docker", "kubernetes"]
+#: Targets reached over a network (the fault-proxy test routes their client through a proxy).
+REAL_TARGETS = ["swarm", "docker", "kubernetes"]
+TARGETS = ["fake", *REAL_TARGETS]
 WAIT_S = 90.0
 
 
 @pytest.fixture(params=TARGETS)
 def target(request: pytest.FixtureRequest) -> TargetHarness:
+    harness: TargetHarness = request.getfixturevalue(f"{request.param}_target")
+    return harness
+
+
+@pytest.fixture(params=REAL_TARGETS)
+def real_target(request: pytest.FixtureRequest) -> TargetHarness:
     harness: TargetHarness = request.getfixturevalue(f"{request.param}_target")
     return harness
 
@@ -311,13 +320,7 @@ def within_bound(elapsed: float, timeout_s: float) -> bool:
     return elapsed < timeout_s * 1.5 + 10
 
 
-def test_wait_on_a_never_ready_workload_is_bounded_by_its_own_limit(
-    target: TargetHarness, prefect_server: LocalServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from prefect import flow
-
-    from tasks.workload import wait_until_ready
-
+def test_wait_on_a_never_ready_workload_is_bounded_by_its_own_limit(target: TargetHarness) -> None:
     orch = target.orchestrator
     spec = target.make_spec(replicas=1, image=target.broken_image)
     orch.apply(spec)
@@ -327,6 +330,17 @@ def test_wait_on_a_never_ready_workload_is_bounded_by_its_own_limit(
     assert not result.converged and result.reason == "timeout", result
     assert within_bound(elapsed, BOUND_T), f"the adapter's wait took {elapsed:.1f}s for a {BOUND_T:g}s bound"
 
+
+def test_flow_wait_on_a_vanishing_orchestrator_is_bounded_and_runs_once(
+    real_target: TargetHarness, prefect_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow
+
+    from tasks.workload import wait_until_ready
+
+    target = real_target
+    spec = target.make_spec(replicas=1, image=target.broken_image)
+    target.orchestrator.apply(spec)
     # The flow-level wait, with the orchestrator going away mid-wait (every read then fails with a
     # TransientError): the wait absorbs the errors until its own deadline, and the task runs once.
     with fault_proxy(target.upstream) as proxy:

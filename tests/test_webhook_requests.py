@@ -325,7 +325,8 @@ def test_rate_limit_429_and_nothing_accepted_is_lost(http: httpx.Client) -> None
             assert int(resp.headers["Retry-After"]) >= 1
             assert resp.json()["error"].startswith("rate limit")
             limited += 1
-    assert 5 <= len(accepted) <= 8 and limited >= 7, (len(accepted), limited)  # burst 5 + 2/s refill
+    # burst 5 + one token per 20 s: however slowly a loaded server answers, few refills land in the loop
+    assert 5 <= len(accepted) <= 8 and limited >= 7, (len(accepted), limited)
     assert count_runs() == before + len(accepted)
     for run_id in accepted:
         assert read_run(run_id).parameters["workload"] == "web"

@@ -535,7 +535,7 @@ def plan(
     (no run, no lock, no saved state)."""
     import json
 
-    from flows.autoscale import plan as compute
+    from flows.autoscale_loop import plan as compute
 
     with prefect_api():
         try:
@@ -618,7 +618,7 @@ def autoscaler_loop(
     that changes replicas runs the autoscale flow in process (same tasks, lock, audit, saved state)."""
     import logging
 
-    from flows.autoscale import run_loop
+    from flows.autoscale_loop import run_loop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -104,7 +104,7 @@ def base_config(**overrides: Any) -> WebhookConfig:
              "rate_limit": {"per_second": 1000, "burst": 1000}},
             {"name": "ops", "token_env": "T_OPS", "rate_limit": {"per_second": 1000, "burst": 1000}},
             {"name": "viewer", "token_env": "T_VIEW", "allow_actions": ["scale-out"], "allow_workloads": ["api"]},
-            {"name": "slow", "token_env": "T_SLOW", "rate_limit": {"per_second": 2, "burst": 5}},
+            {"name": "slow", "token_env": "T_SLOW", "rate_limit": {"per_second": 0.05, "burst": 5}},
         ],
         "routes": [
             {"name": "web-load", "match": {"alertname": "HighLoad"}, "workload": "web",

@@ -1,6 +1,6 @@
-"""What the Docker adapters share: SDK error mapping, label names, durations, the waiting loop.
+"""What the Docker adapters share: SDK error mapping, label names, durations (and the waiting loop, from waiting.py).
 
-Imported by ``swarm.py`` (Swarm services) and ``engine.py`` (plain containers); with them, the only
+Imported by ``swarm.py`` (Swarm services) and ``engine/`` (plain containers); with them, the only
 modules (besides ``metrics/docker_stats.py``) that import the ``docker`` SDK.
 
 Error mapping (kopf-style; only ``TransientError`` is ever retried)
@@ -32,8 +32,7 @@ or SDK failure that is not an HTTP answer as the engine being unreachable (``bro
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import docker.errors
@@ -41,7 +40,6 @@ import requests.exceptions
 
 from scalewise.errors import (
     ConflictError,
-    ConvergenceTimeout,
     ForbiddenError,
     NotFoundError,
     PermanentError,
@@ -49,8 +47,7 @@ from scalewise.errors import (
     TransientError,
     UnreachableError,
 )
-from scalewise.model import ConvergeResult, WorkloadState
-from scalewise.orchestrators.base import ProgressFn
+from scalewise.orchestrators.waiting import poll_converged
 
 # Labels scalewise puts on the Docker objects it owns (service or containers); same names, same
 # meaning in both adapters, so a workload's revision history reads the same on either.
@@ -140,56 +137,6 @@ def mapped(what: str, *, broad_transient: bool = False) -> Iterator[None]:
         yield
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise map_docker_error(exc, what, broad_transient=broad_transient) from exc
-
-
-def poll_converged(
-    read: Callable[[], WorkloadState],
-    settled: Callable[[WorkloadState, float], ConvergeResult | None],
-    *,
-    start: float,
-    timeout_s: float,
-    poll_s: float,
-    on_progress: ProgressFn | None,
-    progress: Callable[[WorkloadState], str],
-) -> ConvergeResult:
-    """The loop of ``wait_converged``: ``read`` (each state goes to ``on_progress``) until
-    ``settled(state, elapsed)`` returns a result; past ``start + timeout_s`` a ``timeout`` result
-    whose detail is ``after <timeout_s>s: <progress(state)>``. Sleeps ``poll_s`` between reads,
-    never past the deadline. What counts as settled is each adapter's own.
-
-    A read that fails with a :class:`TransientError` (the engine restarting, a dropped connection)
-    is absorbed until the deadline: the wait is bounded by its own limit and never retried. If no
-    read succeeded by then, :class:`ConvergenceTimeout` names the last error."""
-    deadline = start + max(0.0, timeout_s)
-    state: WorkloadState | None = None
-    while True:
-        failure: TransientError | None = None
-        try:
-            state = read()
-        except TransientError as exc:
-            failure = exc
-        elapsed = time.monotonic() - start
-        if failure is None and state is not None:
-            if on_progress is not None:
-                on_progress(state)
-            result = settled(state, elapsed)
-            if result is not None:
-                return result
-        now = time.monotonic()
-        if now >= deadline:
-            if state is None:
-                raise ConvergenceTimeout(
-                    f"no state read within {timeout_s:g}s" + (f" (last error: {failure})" if failure else "")
-                )
-            last_error = f"; last read failed: {failure}" if failure is not None else ""
-            return ConvergeResult(
-                converged=False,
-                state=state,
-                reason="timeout",
-                detail=f"after {timeout_s:g}s: {progress(state)}{last_error}",
-                elapsed_s=elapsed,
-            )
-        time.sleep(max(0.0, min(poll_s, deadline - now)))
 
 
 __all__ = [

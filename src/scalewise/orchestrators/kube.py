@@ -117,7 +117,6 @@ from kubernetes.config.config_exception import ConfigException
 
 from scalewise.errors import (
     ConflictError,
-    ConvergenceTimeout,
     ForbiddenError,
     NotFoundError,
     OwnershipError,
@@ -128,6 +127,7 @@ from scalewise.errors import (
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.history import dump_history, dump_template, parse_history, parse_template
+from scalewise.orchestrators.waiting import poll_converged
 from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision, template_hash
 from scalewise.spec import WorkloadSpec
 
@@ -370,11 +370,15 @@ class KubernetesOrchestrator:
     def _plural(spec: WorkloadSpec) -> str:
         return "deployments" if spec.kubernetes.kind == "Deployment" else "statefulsets"
 
+    def _apps_call(self, spec: WorkloadSpec, verb: str, suffix: str = "") -> Callable[..., Any]:
+        """The AppsV1Api method for the workload's kind: ``<verb>_namespaced_<deployment|stateful_set><suffix>``."""
+        kind = "deployment" if spec.kubernetes.kind == "Deployment" else "stateful_set"
+        fn: Callable[..., Any] = getattr(self.apps, f"{verb}_namespaced_{kind}{suffix}")
+        return fn
+
     def _fetch(self, spec: WorkloadSpec) -> dict[str, Any]:
         ns = spec.kubernetes.namespace
-        if spec.kubernetes.kind == "Deployment":
-            return self._call("get", "deployments", ns, spec.name, self.apps.read_namespaced_deployment, spec.name, ns)
-        return self._call("get", "statefulsets", ns, spec.name, self.apps.read_namespaced_stateful_set, spec.name, ns)
+        return self._call("get", self._plural(spec), ns, spec.name, self._apps_call(spec, "read"), spec.name, ns)
 
     def _replica_sets(self, spec: WorkloadSpec, obj: dict[str, Any]) -> list[dict[str, Any]]:
         """The ReplicaSets this Deployment owns (by label, then by owner UID)."""
@@ -648,9 +652,7 @@ class KubernetesOrchestrator:
 
     def _server_side_apply(self, spec: WorkloadSpec, body: dict[str, Any]) -> dict[str, Any]:
         ns = spec.kubernetes.namespace
-        fn: Callable[..., Any] = self.apps.patch_namespaced_deployment
-        if spec.kubernetes.kind == "StatefulSet":
-            fn = self.apps.patch_namespaced_stateful_set
+        fn = self._apps_call(spec, "patch")
         return self._call(
             "patch", self._plural(spec), ns, spec.name, fn, spec.name, ns, body,
             field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
@@ -666,9 +668,7 @@ class KubernetesOrchestrator:
 
     def _patch(self, spec: WorkloadSpec, body: dict[str, Any], content_type: str) -> dict[str, Any]:
         ns = spec.kubernetes.namespace
-        fn: Callable[..., Any] = self.apps.patch_namespaced_deployment
-        if spec.kubernetes.kind == "StatefulSet":
-            fn = self.apps.patch_namespaced_stateful_set
+        fn = self._apps_call(spec, "patch")
         return self._call(
             "patch", self._plural(spec), ns, spec.name, fn, spec.name, ns, body,
             field_manager=FIELD_MANAGER, _content_type=content_type,
@@ -734,10 +734,7 @@ class KubernetesOrchestrator:
             raise PermanentError(f"kubernetes {spec.name!r}: replicas cannot be negative ({replicas})")
         self._check_ownership(spec)
         ns = spec.kubernetes.namespace
-        if spec.kubernetes.kind == "Deployment":
-            fn, resource = self.apps.patch_namespaced_deployment_scale, "deployments/scale"
-        else:
-            fn, resource = self.apps.patch_namespaced_stateful_set_scale, "statefulsets/scale"
+        fn, resource = self._apps_call(spec, "patch", "_scale"), f"{self._plural(spec)}/scale"
 
         def write(obj: dict[str, Any]) -> WorkloadState:
             body = {
@@ -794,9 +791,7 @@ class KubernetesOrchestrator:
 
     def remove(self, spec: WorkloadSpec) -> None:
         ns = spec.kubernetes.namespace
-        fn: Callable[..., Any] = self.apps.delete_namespaced_deployment
-        if spec.kubernetes.kind == "StatefulSet":
-            fn = self.apps.delete_namespaced_stateful_set
+        fn = self._apps_call(spec, "delete")
         with suppress(NotFoundError):
             self._call("delete", self._plural(spec), ns, spec.name, fn, spec.name, ns, propagation_policy="Background")
         if spec.kubernetes.kind == "StatefulSet":
@@ -812,50 +807,33 @@ class KubernetesOrchestrator:
         poll_s: float = 0.5,
         on_progress: ProgressFn | None = None,
     ) -> ConvergeResult:
-        start = time.monotonic()
-        deadline = start + max(0.0, timeout_s)
-        state: WorkloadState | None = None
-        while True:
-            failure: TransientError | None = None
-            try:
-                state = self.read(spec)
-            except TransientError as exc:
-                # An apiserver restart or a network blip: keep polling until the bound.
-                failure = exc
-            elapsed = time.monotonic() - start
-            if failure is None and state is not None:
-                if on_progress is not None:
-                    on_progress(state)
-                if state.update_state == "complete" and state.ready_replicas == state.desired_replicas:
-                    return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
-                if state.update_state == "deadline_exceeded":
-                    return ConvergeResult(
-                        converged=False,
-                        state=state,
-                        reason="deadline_exceeded",
-                        detail=state.message or "ProgressDeadlineExceeded",
-                        elapsed_s=elapsed,
-                    )
-            now = time.monotonic()
-            if now >= deadline:
-                if state is None:
-                    raise ConvergenceTimeout(
-                        f"kubernetes {spec.name!r}: no state read within {timeout_s:g}s"
-                        + (f" (last error: {failure})" if failure is not None else "")
-                    )
-                last_error = f"; last read failed: {failure}" if failure is not None else ""
+        def settled(state: WorkloadState, elapsed: float) -> ConvergeResult | None:
+            if state.update_state == "complete" and state.ready_replicas == state.desired_replicas:
+                return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
+            if state.update_state == "deadline_exceeded":
                 return ConvergeResult(
                     converged=False,
                     state=state,
-                    reason="timeout",
-                    detail=(
-                        f"after {timeout_s:g}s: desired {state.desired_replicas}, ready {state.ready_replicas},"
-                        f" updated {state.updated_replicas} ({state.update_state}: {state.message or '-'})"
-                        f"{last_error}"
-                    ),
+                    reason="deadline_exceeded",
+                    detail=state.message or "ProgressDeadlineExceeded",
                     elapsed_s=elapsed,
                 )
-            time.sleep(max(0.0, min(poll_s, deadline - now)))
+            return None
+
+        # An apiserver restart or a network blip (TransientError): the loop keeps polling until the bound.
+        return poll_converged(
+            lambda: self.read(spec),
+            settled,
+            start=time.monotonic(),
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            on_progress=on_progress,
+            progress=lambda state: (
+                f"desired {state.desired_replicas}, ready {state.ready_replicas},"
+                f" updated {state.updated_replicas} ({state.update_state}: {state.message or '-'})"
+            ),
+            what=f"kubernetes {spec.name!r}",
+        )
 
 
 __all__ = ["FIELD_MANAGER", "KubernetesOrchestrator", "map_api_error", "merge_patch"]

@@ -1,6 +1,6 @@
 """Docker Swarm adapter: one workload is one replicated Swarm service of the same name.
 
-Only this module, ``engine.py`` and ``docker_common.py`` import the ``docker`` SDK.
+Only this module, the ``engine`` package and ``docker_common.py`` import the ``docker`` SDK.
 
 Writes
 ------

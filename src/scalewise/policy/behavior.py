@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
 
 from pydantic import BaseModel, ConfigDict
 
-from scalewise.policy.config import Behavior, ScalingRules
+from scalewise.policy.config import Behavior, ScalingPolicy, ScalingRules
 
 
 class Recommendation(BaseModel):
@@ -65,37 +65,46 @@ def _changes_in_period(period: float, events: Sequence[ScaleEvent], now: datetim
     return sum(abs(e.change) for e in events if e.at > cutoff)
 
 
-def scale_up_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRules, now: datetime) -> int:
+def _period_limit(
+    current: int,
+    events: Sequence[ScaleEvent],
+    rules: ScalingRules,
+    now: datetime,
+    propose: Callable[[int, ScalingPolicy], int],
+    most_change: Callable[[int, int], int],
+) -> int:
+    """The HPA's rate limit: each policy's proposal from the count at the start of its period
+    (``current`` minus the ups plus the downs inside it); ``select_policy`` ``max`` keeps the proposal
+    that allows the most change (``most_change``), ``min`` the one that allows the least."""
     if rules.select_policy == "disabled":
         return current
+    least_change = max if most_change is min else min
+    pick = most_change if rules.select_policy == "max" else least_change
     ups = [e for e in events if e.change > 0]
     downs = [e for e in events if e.change < 0]
     result: int | None = None
     for policy in rules.policies:
         start = current - _changes_in_period(policy.period, ups, now) + _changes_in_period(policy.period, downs, now)
-        # percent: rounded up, or a small group could never grow (HPA)
-        proposed = start + policy.value if policy.type == "pods" else math.ceil(start * (1 + policy.value / 100))
-        if result is None:
-            result = proposed
-        else:
-            result = max(result, proposed) if rules.select_policy == "max" else min(result, proposed)
+        proposed = propose(start, policy)
+        result = proposed if result is None else pick(result, proposed)
     return current if result is None else result
+
+
+def _up(start: int, policy: ScalingPolicy) -> int:
+    # percent: rounded up, or a small group could never grow (HPA)
+    return start + policy.value if policy.type == "pods" else math.ceil(start * (1 + policy.value / 100))
+
+
+def _down(start: int, policy: ScalingPolicy) -> int:
+    return start - policy.value if policy.type == "pods" else int(start * (1 - policy.value / 100))
+
+
+def scale_up_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRules, now: datetime) -> int:
+    return _period_limit(current, events, rules, now, _up, max)
 
 
 def scale_down_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRules, now: datetime) -> int:
-    if rules.select_policy == "disabled":
-        return current
-    ups = [e for e in events if e.change > 0]
-    downs = [e for e in events if e.change < 0]
-    result: int | None = None
-    for policy in rules.policies:
-        start = current - _changes_in_period(policy.period, ups, now) + _changes_in_period(policy.period, downs, now)
-        proposed = start - policy.value if policy.type == "pods" else int(start * (1 - policy.value / 100))
-        if result is None:
-            result = proposed
-        else:
-            result = min(result, proposed) if rules.select_policy == "max" else max(result, proposed)
-    return current if result is None else result
+    return _period_limit(current, events, rules, now, _down, min)
 
 
 def limit_rate(

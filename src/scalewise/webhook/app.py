@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from prefect.exceptions import ObjectNotFound
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -272,6 +272,9 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body, object_pairs_hook=_unique_pairs)
@@ -480,17 +483,24 @@ class Receiver:
 
     # -- endpoints --
 
-    async def actions(self, request: Request) -> Response:
-        received = time.time()
+    async def _open(
+        self, request: Request, endpoint: str, model: type[_Body]
+    ) -> tuple[Authenticated, dict[str, Any], _Body]:
+        """Every endpoint's opening: read the bounded body, authenticate it, parse it as a JSON object
+        and validate it as ``model`` (each failure a :class:`Problem` naming the field and reason)."""
         body = await self._read_body(request)
-        who = self._authenticate(request, body, "actions")
+        who = self._authenticate(request, body, endpoint)
         data = _json(body)
         if not isinstance(data, dict):
             raise Problem(400, "the body must be a JSON object", None, "schema")
         try:
-            req = ActionRequest.model_validate(data)
+            return who, data, model.model_validate(data)
         except ValidationError as exc:
             raise _schema_problem(exc) from None
+
+    async def actions(self, request: Request) -> Response:
+        received = time.time()
+        who, data, req = await self._open(request, "actions", ActionRequest)
         params = {"by": req.by, "replicas": req.replicas, "image": req.image, "to_revision": req.to_revision}
         self._check(who.caller, req.action, req.workload, params, "")
         key_header = request.headers.get(IDEMPOTENCY_HEADER)
@@ -530,15 +540,7 @@ class Receiver:
 
     async def alertmanager(self, request: Request) -> Response:
         received = time.time()
-        body = await self._read_body(request)
-        who = self._authenticate(request, body, "alertmanager")
-        data = _json(body)
-        if not isinstance(data, dict):
-            raise Problem(400, "the body must be a JSON object", None, "schema")
-        try:
-            payload = AlertmanagerPayload.model_validate(data)
-        except ValidationError as exc:
-            raise _schema_problem(exc) from None
+        who, _, payload = await self._open(request, "alertmanager", AlertmanagerPayload)
         if len(payload.alerts) > self.config.max_alerts:
             raise Problem(
                 413, f"more than {self.config.max_alerts} alerts in one notification", "alerts", "too_large"
