@@ -6,7 +6,7 @@
 # Settings (environment): SCALEWISE_STACK (stack name, default scalewise), SCALEWISE_WORKLOADS (workloads
 # folder mounted into the workers and receivers, default ./workloads), SCALEWISE_STACK_RULES (a
 # Prometheus rules file instead of deployments/stack/rules.yml), STACK_PREFECT_PORT (14200),
-# STACK_WEBHOOK_PORT (18787), STACK_PROMETHEUS_PORT (19090), STACK_ALERTMANAGER_PORT (19093),
+# STACK_PROMETHEUS_PORT (19090), STACK_ALERTMANAGER_PORT (19093),
 # STACK_WORKERS (2), STACK_WEBHOOKS (2), SCALEWISE_STACK_TIMEOUT (seconds to wait for `up`, 900).
 # Configs and generated secrets live in ${SCALEWISE_STATE:-~/.scalewise}/stack/<name>/ (secrets 0600,
 # never printed); `up` writes <that>/env, which `status`/`down` and your shell can source
@@ -21,8 +21,7 @@ dir=${SCALEWISE_STATE:-$HOME/.scalewise}/stack/$name
 
 urls() {
   echo "Prefect UI/API: http://127.0.0.1:$STACK_PREFECT_PORT (export PREFECT_API_URL=http://127.0.0.1:$STACK_PREFECT_PORT/api)"
-  echo "webhook: http://127.0.0.1:$STACK_WEBHOOK_PORT  prometheus: http://127.0.0.1:$STACK_PROMETHEUS_PORT" \
-       " alertmanager: http://127.0.0.1:$STACK_ALERTMANAGER_PORT"
+  echo "Prometheus: http://127.0.0.1:$STACK_PROMETHEUS_PORT  Alertmanager: http://127.0.0.1:$STACK_ALERTMANAGER_PORT"
   echo "environment: source $dir/env"
 }
 
@@ -74,14 +73,14 @@ case "$cmd" in
       echo "export STACK_WORKLOADS=$workloads STACK_ETC=$dir/etc STACK_SECRETS=$dir/secrets"
       echo "export STACK_DOCKER_GID=$(stat -c %g /var/run/docker.sock)"
       echo "export STACK_WORKERS=${STACK_WORKERS:-2} STACK_WEBHOOKS=${STACK_WEBHOOKS:-2}"
-      echo "export STACK_PREFECT_PORT=${STACK_PREFECT_PORT:-14200} STACK_WEBHOOK_PORT=${STACK_WEBHOOK_PORT:-18787}"
+      echo "export STACK_PREFECT_PORT=${STACK_PREFECT_PORT:-14200}"
       echo "export STACK_PROMETHEUS_PORT=${STACK_PROMETHEUS_PORT:-19090} STACK_ALERTMANAGER_PORT=${STACK_ALERTMANAGER_PORT:-19093}"
       echo "export PREFECT_API_URL=http://127.0.0.1:${STACK_PREFECT_PORT:-14200}/api"
       echo "export SCALEWISE_WORKLOADS=$workloads"
     } >"$dir/env"
     # shellcheck disable=SC1091
     . "$dir/env"
-    docker stack deploy --resolve-image never -c deployments/stack.yaml "$name" >/dev/null
+    docker stack deploy --detach=true --resolve-image never -c deployments/stack.yaml "$name" >/dev/null
     await "curl -fsS http://127.0.0.1:$STACK_PREFECT_PORT/api/health" "the Prefect server"
     await "docker service ps ${name}_setup --format '{{.CurrentState}}' | head -1 | grep -q ^Complete" \
       "the setup job (work pool, deployments, automations)"

@@ -137,7 +137,7 @@ def stack(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     home = Path(tmp_path_factory.mktemp("stack"))
     workloads = home / "workloads"
     workloads.mkdir()
-    ports = {p: str(free_port()) for p in ("PREFECT", "WEBHOOK", "PROMETHEUS", "ALERTMANAGER")}
+    ports = {p: str(free_port()) for p in ("PREFECT", "PROMETHEUS", "ALERTMANAGER")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCALEWISE_"))}
     env.update({
         "SCALEWISE_STACK": name, "SCALEWISE_STATE": str(home / "state"), "SCALEWISE_WORKLOADS": str(workloads),
