@@ -138,7 +138,8 @@ def stack(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     workloads = home / "workloads"
     workloads.mkdir()
     ports = {p: str(free_port()) for p in ("PREFECT", "PROMETHEUS", "ALERTMANAGER")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCALEWISE_"))}
+    keep = ("SCALEWISE_IMAGE", "SCALEWISE_CACHE")  # which scalewise image to build/use, and its cache
+    env = {k: v for k, v in os.environ.items() if k in keep or not k.startswith(("PREFECT_", "SCALEWISE_"))}
     env.update({
         "SCALEWISE_STACK": name, "SCALEWISE_STATE": str(home / "state"), "SCALEWISE_WORKLOADS": str(workloads),
         "SCALEWISE_STACK_TIMEOUT": "1500", **{f"STACK_{p}_PORT": v for p, v in ports.items()},
