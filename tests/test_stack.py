@@ -143,6 +143,7 @@ def stack(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env.update({
         "SCALEWISE_STACK": name, "SCALEWISE_STATE": str(home / "state"), "SCALEWISE_WORKLOADS": str(workloads),
         "SCALEWISE_STACK_TIMEOUT": "1500", **{f"STACK_{p}_PORT": v for p, v in ports.items()},
+        "COLUMNS": "400",  # tables (scalewise history) unabridged
     })
     created = Stack(name, env, workloads, home / "state" / "stack" / name / "etc",
                     f"http://127.0.0.1:{ports['PREFECT']}/api", f"http://127.0.0.1:{ports['PROMETHEUS']}")
