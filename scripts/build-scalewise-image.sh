@@ -66,6 +66,7 @@ fi
 # 2. The scalewise image: skipped when nothing that goes into it changed.
 inputs=(pyproject.toml requirements.lock prefect.yaml deployments/scalewise.Dockerfile
         deployments/healthcheck.py deployments/serve.py deployments/triggers.py
+        deployments/pools.py deployments/apply_automations.py deployments/automations.yaml
         scripts/build-scalewise-image.sh)
 app_hash=$( {
   docker image inspect -f '{{.Id}}' "$base_tag"
@@ -116,7 +117,8 @@ fi
 cp "$wheels"/*.whl "$wheels/requirements.txt" "$ctx/deps/"
 rm -f "$ctx/want.txt"
 cp -r flows tasks prefect.yaml "$ctx/project/"
-cp deployments/serve.py deployments/triggers.py deployments/healthcheck.py "$ctx/project/deployments/"
+cp deployments/serve.py deployments/triggers.py deployments/healthcheck.py deployments/pools.py \
+  deployments/apply_automations.py deployments/automations.yaml "$ctx/project/deployments/"
 find "$ctx/project" -name __pycache__ -prune -exec rm -rf {} +
 cp deployments/scalewise.Dockerfile "$ctx/Dockerfile"
 docker build -q --build-arg "BASE=$base_tag" --label "scalewise.inputs=$app_hash" -t "$tag" "$ctx" >"$cache/image.log" 2>&1 \

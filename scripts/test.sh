@@ -19,17 +19,18 @@ else
   bash scripts/install-system.sh
   bash scripts/install-python.sh
   bash scripts/start-docker.sh
-  # The scalewise image (debootstrap + wheelhouse: mostly downloads) builds while the Kubernetes binaries
-  # compile; both are cached and rebuilt only when their inputs change.
+  # The images (debootstrap + wheelhouse, then the scalewise image and the stack's infra image: mostly
+  # downloads) build while the Kubernetes binaries compile; all are cached and rebuilt only when their
+  # inputs change.
   image_log=${SCALEWISE_STATE:-/tmp/scalewise}/build-image.log
   mkdir -p "$(dirname "$image_log")"
-  bash scripts/build-scalewise-image.sh >"$image_log" 2>&1 &
+  bash scripts/build-stack-images.sh >"$image_log" 2>&1 &
   image_pid=$!
   k8s_status=0
   bash scripts/k8s/build.sh || k8s_status=$?
   image_status=0
   wait "$image_pid" || image_status=$?
-  if ((image_status)); then echo "building the scalewise image failed:"; tail -30 "$image_log"; exit "$image_status"; fi
+  if ((image_status)); then echo "building the images failed:"; tail -30 "$image_log"; exit "$image_status"; fi
   ((k8s_status == 0)) || exit "$k8s_status"
   echo "setup took $((SECONDS - t0))s"
 fi
