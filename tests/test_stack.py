@@ -11,14 +11,14 @@ its volumes and its workloads' services afterwards. Waits are bounded and on con
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, IMAGE_V2, ROOT, unique_name
+from tests.support.procs import wait_until
 
 # `up` (and, when the test setup has not built them, the image builds) counts against the first test
 pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom, pytest.mark.timeout(2400)]
@@ -45,15 +46,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S, logs: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})\n{logs()}")
+wait_for = functools.partial(wait_until, timeout_s=WAIT_S)
 
 
 @dataclass

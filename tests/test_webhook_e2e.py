@@ -7,8 +7,9 @@ subprocess and the single-node Swarm. Waits are bounded; the service and process
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from scalewise.webhook.config import Credentials, parse_config
 from tests.support.alertmanager_env import start_alertmanager
 from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
 from tests.support.prefect_env import Served
+from tests.support.procs import wait_until
 from tests.support.prom_env import start_prometheus
 from tests.support.webhook_env import UvicornThread
 
@@ -35,15 +37,7 @@ ALERT = "ScalewiseE2EHighLoad"
 WAIT_S = 180  # a served run spawns a process: 20 s and more on a loaded 2-core machine
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S, logs: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})\n{logs()}")
+wait_for = functools.partial(wait_until, timeout_s=WAIT_S)
 
 
 def replicas(name: str) -> int:

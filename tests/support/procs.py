@@ -43,3 +43,16 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, log: Path | 
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tail}")
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout_s: float, logs: Callable[[], str] = str) -> Any:
+    """Poll ``check`` every 0.5 s until it returns something truthy (returned); past ``timeout_s`` fail
+    with ``what``, the last value and ``logs()`` (for logs gathered from several places)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})\n{logs()}")

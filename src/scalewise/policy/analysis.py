@@ -48,7 +48,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from scalewise.durations import parse_duration
 from scalewise.policy import expr
-from scalewise.policy.config import METRIC_NAME_RE, _check_template
+from scalewise.policy.config import _check_template, check_metric_name
 
 #: A duration as seconds or text ('30s', '5m'); the JSON schema says so, because flow parameters are
 #: checked against it by the Prefect server (the UI's Run form, API runs).
@@ -135,12 +135,7 @@ class AnalysisMetric(_Strict):
     )
     dry_run: bool = Field(default=False, description="Measure and record, but never decide the run")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not METRIC_NAME_RE.match(value):
-            raise ValueError("must start with a lowercase letter and use only [a-z0-9_-], at most 63 chars")
-        return value
+    _name = field_validator("name")(check_metric_name)
 
     @field_validator("query")
     @classmethod

@@ -22,6 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from scalewise.durations import Duration
 
 METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
+
+
+def check_metric_name(value: str) -> str:
+    """A metric's name (autoscaling metrics, analysis metrics): the field validator both use."""
+    if not METRIC_NAME_RE.match(value):
+        raise ValueError("must start with a lowercase letter and use only [a-z0-9_-], at most 63 chars")
+    return value
 PLACEHOLDERS: tuple[str, ...] = ("workload", "namespace", "target")
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -94,12 +101,7 @@ class MetricTarget(_Strict):
         default=None, description="Label whose value names the replica; its series become per-replica values"
     )
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not METRIC_NAME_RE.match(value):
-            raise ValueError("must start with a lowercase letter and use only [a-z0-9_-], at most 63 chars")
-        return value
+    _name = field_validator("name")(check_metric_name)
 
     @field_validator("query")
     @classmethod
