@@ -178,6 +178,26 @@ def test_predictive_floor_learns_a_seasonal_rise_and_forecast_only_changes_nothi
     assert np.array_equal(result.runs["forecast_only"].provisioned, result.runs["hpa"].provisioned)
 
 
+def test_recent_forecaster_covers_noise_without_seasonal_history() -> None:
+    """A one-minute burst to 3 req/s every 7 minutes over 1 req/s, no season: the reactive HPA has
+    scaled in after its 5-minute window and is late at every burst; the recent floor (mean + 2 sd of
+    the last 10 minutes, planned at capacity) holds for the burst, and its forecast steps are recorded."""
+    pattern = [60] * 6 + [180]
+    trace = per_minute(pattern * 20)
+    model = ServiceModel(capacity=1, startup_s=60)
+    recent = {"metric": "rps", "forecaster": "recent", "window": "10m", "step": "15s", "deviations": 2,
+              "target": 1.0, "margin": 0.0}
+    chosen = {**policies_for(api()), "recent": api(predictive=recent)}
+    result = backtest(trace, api(), model, chosen)
+    hpa, pred = result.scores["hpa"], result.scores["recent"]
+    assert hpa["under_provisioned_minutes"] >= 10
+    assert pred["under_provisioned_minutes"] <= hpa["under_provisioned_minutes"] / 4
+    steps = pred["forecast_steps"]
+    # only the first ticks, before 4 distinct scrapes were seen (the ones before the trace starts are one)
+    assert 0 < steps["forecast_unavailable"] <= 6
+    assert sum(steps.values()) == result.grid.ticks and steps["forecast_floor"] > 0
+
+
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[Trace, ServiceModel, WorkloadSpec]:
     interval = draw(st.sampled_from([1.0, 5.0, 15.0, 60.0]))

@@ -14,9 +14,12 @@ from scalewise.policy.config import AutoscalingSpec
 from scalewise.policy.decide import DecisionInputs, PolicyState, decide
 from scalewise.policy.forecast import (
     LEVEL_LIMITS,
+    MIN_RECENT_POINTS,
     Forecast,
     HoltWintersModel,
+    RecentWindow,
     SeasonalWindow,
+    recent_forecast,
     seasonal_window_forecast,
 )
 from scalewise.policy.readings import MetricReading
@@ -122,6 +125,12 @@ def test_old_records_without_a_forecast_still_load():
         ({"metric": "rps", "seasons": 0}, "predictive.seasons", "greater than or equal to 1"),
         ({"metric": "rps", "max_model_age": "soon"}, "predictive.max_model_age", ""),
         ({"metric": "rps", "surprise": 1}, "predictive.surprise", "Extra inputs"),
+        ({"metric": "rps", "forecaster": "recent", "window": "1m", "step": "30s"}, "predictive", "at least 4 steps"),
+        ({"metric": "rps", "window": "0s"}, "predictive.window", "greater than 0"),
+        ({"metric": "rps", "deviations": -1}, "predictive.deviations", "greater than or equal to 0"),
+        ({"metric": "rps", "deviations": 11}, "predictive.deviations", "less than or equal to 10"),
+        ({"metric": "rps", "target": 0}, "predictive.target", "greater than 0"),
+        ({"metric": "rps", "target": "lots"}, "predictive.target", "valid number"),
     ],
 )
 def test_predictive_validation_names_the_field(predictive, field, message):
@@ -148,7 +157,102 @@ def test_defaults():
     )
 
 
+def test_predictive_target_plans_the_floor():
+    # forecast 100 with no margin: at the metric's target (10) the floor is 10, at predictive.target 25 it is 4
+    assert run(spec(margin=0), 20, 2, fc(100)).desired == 10
+    d = run(spec(margin=0, target=25), 20, 2, fc(100))
+    assert (d.desired, d.reason) == (4, "forecast_floor") and "/ 25 -> floor 4" in forecast_step(d).detail
+    # the reactive proposal keeps the metric's own target
+    assert run(spec(margin=0, target=25), 150, 2, fc(0)).desired == 15
+
+
+def test_fields_added_later_keep_the_config_hash():
+    assert spec().config_hash() == spec(window="30m", deviations=3, target=None, level_window=0).config_hash()
+    assert spec().config_hash() != spec(forecaster="recent").config_hash()
+    assert spec().config_hash() != spec(target=0.5).config_hash()
+
+
 # --------------------------------------------------------------------------- forecasters
+
+
+@pytest.mark.parametrize(
+    ("points", "now", "deviations", "expected"),
+    [
+        ([(0, 1.0), (15, 2.0), (30, 3.0), (45, 4.0)], 45, 0.0, 2.5),  # the mean
+        ([(0, 1.0), (15, 2.0), (30, 3.0), (45, 4.0)], 45, 2.0, 2.5 + 2 * (5 / 3) ** 0.5),  # + 2 sample sd
+        ([(0, 5.0), (15, 5.0), (30, 5.0), (45, 5.0)], 45, 3.0, 5.0),  # flat: no spread
+        ([(0, 9.0), (5, 1.0), (15, 2.0), (30, 3.0), (45, 4.0)], 45, 0.0, 2.5),  # the newest point in a step wins
+        ([(-15, 99.0), (0, 1.0), (15, 2.0), (30, 3.0), (45, 4.0)], 45 + 14, 0.0, 2.5),  # older than the window
+        ([(0, 0.0), (15, 0.0), (30, 0.0), (45, 4.0)], 45, 0.0, 1.0),
+        ([(0, -4.0), (15, -4.0), (30, -4.0), (45, -4.0)], 45, 1.0, 0.0),  # never below 0
+        ([(0, 1.0), (15, 2.0), (30, 3.0), (45, 4.0), (60, 50.0)], 45, 0.0, 2.5),  # after now: not used
+    ],
+)
+def test_recent_window_table(points, now, deviations, expected):
+    f = recent_forecast(points, now, window_s=60, step_s=15, deviations=deviations, horizon_s=75)
+    assert f.value == pytest.approx(expected) and f.forecaster == "recent" and f.horizon == 75
+    assert f"+ {deviations:g} x sd" in f.detail and "of 4 points in the last 60s" in f.detail
+
+
+def test_recent_window_needs_a_few_points():
+    points = [(t, 1.0) for t in range(0, 15 * (MIN_RECENT_POINTS - 1), 15)]
+    f = recent_forecast(points, 60, window_s=600, step_s=15, deviations=3, horizon_s=60)
+    assert (f.value, f.unavailable) == (None, "no_history")
+    assert RecentWindow(600, 15, 3).extend(points).forecast(60) == (None, 0)
+    with pytest.raises(ValueError):
+        RecentWindow(0, 15, 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.floats(-1000, 1000, allow_nan=False)), max_size=60),
+    st.sampled_from([0.0, 1e6, 1e9]),
+    st.integers(4, 12),
+    st.floats(0, 5),
+)
+def test_recent_window_running_sums_match_brute_force(samples, offset, slots, deviations):
+    """Fed in time order and asked after every point (as the backtest does), the running sums give
+    the same forecast as the mean and sample deviation of the window's points; also for large values
+    with a small spread (no cancellation)."""
+    step = 15.0
+    window = RecentWindow(slots * step, step, deviations)
+    kept: dict[int, float] = {}
+    for slot, v in sorted(samples, key=lambda p: p[0]):
+        value = offset + v
+        window.add(slot * step, value)
+        kept[slot] = value
+        inside = [x for k, x in kept.items() if slot - slots < k <= slot]
+        got, n = window.forecast(slot * step)
+        assert n == (len(inside) if len(inside) >= MIN_RECENT_POINTS else 0)
+        if n:
+            mean = sum(inside) / n
+            sd = (sum((x - mean) ** 2 for x in inside) / (n - 1)) ** 0.5
+            assert got == pytest.approx(max(0.0, mean + deviations * sd), rel=1e-9, abs=1e-6 * max(1.0, sd))
+
+
+def test_forecast_for_recent_reads_one_window():
+    from scalewise.forecasting import forecast_for
+
+    now = T0 + timedelta(hours=3)
+    asked: list[tuple[float, float, float]] = []
+
+    def read(metric: Any, start: datetime, end: datetime, step_s: float) -> list[tuple[float, float]]:
+        asked.append(((now - start).total_seconds(), (now - end).total_seconds(), step_s))
+        count = int((end - start).total_seconds() // step_s) + 1
+        return [(start.timestamp() + k * step_s, 10.0 + (k % 2)) for k in range(count)]
+
+    s = spec(forecaster="recent", window="10m", step="15s", deviations=2, horizon="75s")
+    f = forecast_for("api", s, now, read=read)
+    assert asked == [(600.0, 0.0, 15.0)]
+    assert f is not None and f.forecaster == "recent" and f.horizon == 75
+    assert f.value == pytest.approx(10.5 + 2 * (10 / 39) ** 0.5)  # 40 points after now - 10m: 20 x 10, 20 x 11
+    assert forecast_for("api", s, now, read=None).unavailable == "source"  # type: ignore[union-attr]
+
+    def broken(*_: Any) -> list[tuple[float, float]]:
+        raise ConnectionError("down")
+
+    failed = forecast_for("api", s, now, read=broken)
+    assert failed is not None and failed.unavailable == "source" and "ConnectionError: down" in failed.detail
 
 
 def test_seasonal_window_mean_of_past_peaks():

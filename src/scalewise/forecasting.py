@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from scalewise.metrics.base import WorkloadRef
 from scalewise.policy.config import AutoscalingSpec, MetricTarget, Predictive
-from scalewise.policy.forecast import Forecast, HoltWintersModel, seasonal_window_forecast
+from scalewise.policy.forecast import Forecast, HoltWintersModel, recent_forecast, seasonal_window_forecast
 
 #: Reads ``(unix seconds, value)`` points of a metric over [start, end] at a step (a range query).
 HistoryReader = Callable[[MetricTarget, datetime, datetime, float], Sequence[tuple[float, float]]]
@@ -107,6 +107,19 @@ def _seasonal(p: Predictive, metric: MetricTarget, now: datetime, read: HistoryR
     )
 
 
+def _recent(p: Predictive, metric: MetricTarget, now: datetime, read: HistoryReader | None) -> Forecast:
+    """The ``recent`` forecast from one range query over the last ``window``."""
+    if read is None:
+        return Forecast.missing("recent", p.horizon, "source", "no Prometheus source configured")
+    try:
+        points = read(metric, now - timedelta(seconds=p.window), now, p.step)
+    except Exception as exc:  # a failed history read means no floor this tick, never a failed tick
+        return Forecast.missing("recent", p.horizon, "source", f"{type(exc).__name__}: {exc}"[:200])
+    return recent_forecast(
+        points, now.timestamp(), window_s=p.window, step_s=p.step, deviations=p.deviations, horizon_s=p.horizon
+    )
+
+
 def _model_problem(p: Predictive, model: HoltWintersModel | None, now: datetime) -> tuple[str, str] | None:
     if model is None:
         return "model_missing", "no trained model stored (run the train-forecast flow)"
@@ -133,6 +146,8 @@ def forecast_for(
     metric = next(m for m in spec.metrics if m.name == p.metric)
     if p.forecaster == "seasonal_window":
         return _seasonal(p, metric, now, read)
+    if p.forecaster == "recent":
+        return _recent(p, metric, now, read)
     try:
         model = load_model(workload) if load_model is not None else None
         problem = _model_problem(p, model, now)

@@ -27,7 +27,7 @@ from scalewise.backtest.trace import Trace, TraceError
 from scalewise.model import WorkloadState
 from scalewise.policy.config import MetricTarget, Predictive
 from scalewise.policy.decide import PolicyState
-from scalewise.policy.forecast import Forecast, SeasonalWindow
+from scalewise.policy.forecast import MIN_RECENT_POINTS, Forecast, RecentWindow, SeasonalWindow, recent_detail
 from scalewise.policy.readings import MetricReading
 from scalewise.policy.trusted import trusted
 from scalewise.spec import WorkloadSpec
@@ -192,12 +192,15 @@ def initial_count(grid: Grid, bounds: tuple[int, int]) -> int:
 
 class Forecaster:
     """The demand forecast for ``autoscaling.predictive``, made the way a deployment makes it: from the
-    history of the demand metric the autoscaler has seen (a seasonal-window ring buffer fed with each
-    tick's reading). The backtest trains no model: ``holt_winters`` uses its ``fallback``
-    (``seasonal_window``), or reports ``model_missing`` with ``fallback: none``."""
+    history of the demand metric the autoscaler has seen (a seasonal-window ring buffer, or the recent
+    window, fed with each tick's reading). The backtest trains no model: ``holt_winters`` uses its
+    ``fallback`` (``seasonal_window``), or reports ``model_missing`` with ``fallback: none``."""
 
     def __init__(self, predictive: Predictive) -> None:
         self.spec = predictive
+        self.recent: RecentWindow | None = None
+        if predictive.forecaster == "recent":
+            self.recent = RecentWindow(predictive.window, predictive.step, predictive.deviations)
         self.window = SeasonalWindow(
             predictive.season, predictive.step, predictive.seasons, predictive.horizon, predictive.level_window
         )
@@ -209,6 +212,8 @@ class Forecaster:
         self.note = "" if predictive.forecaster == "seasonal_window" else "model_missing: seasonal_window fallback; "
 
     def __call__(self, seen: datetime, demand: float, now: datetime) -> Forecast:
+        if self.recent is not None:
+            return self._recent(self.recent, seen, demand, now)
         self.window.add(seen.timestamp(), demand)
         if self.missing is not None:
             return self.missing
@@ -219,6 +224,20 @@ class Forecaster:
             return Forecast.missing("seasonal_window", horizon, "no_history", why)
         detail = f"{self.note}mean of the peaks of {used}/{self.spec.seasons} past seasons"
         return Forecast(value=value, horizon=horizon, forecaster="seasonal_window", detail=detail)
+
+
+    def _recent(self, recent: RecentWindow, seen: datetime, demand: float, now: datetime) -> Forecast:
+        p = self.spec
+        recent.add(seen.timestamp(), demand)
+        found = recent.stats(now.timestamp())
+        if found is None:
+            why = f"fewer than {MIN_RECENT_POINTS} points in the last {p.window:g}s"
+            return Forecast.missing("recent", p.horizon, "no_history", why)
+        mean, sd, n = found
+        detail = recent_detail(mean, sd, n, p.deviations, p.window)
+        value = max(0.0, mean + p.deviations * sd)
+        return trusted(Forecast, value=value, horizon=p.horizon, forecaster="recent", trained_at=None, error=None,
+                       unavailable=None, detail=detail)
 
 
 def _metric_kind(metric: MetricTarget) -> str:

@@ -284,14 +284,16 @@ class Predictive(_Strict):
 
     ``floor = ceil(forecast x (1 + margin) / target)``, combined with the reactive proposal by max; the
     forecast alone never scales in (AWS predictive scaling). ``forecast_only`` records the floor
-    without acting on it.
+    without acting on it. ``target`` defaults to the metric's own target; a ``recent`` forecast is a
+    high quantile that already holds the headroom, so it is usually set to what one replica serves.
     """
 
     metric: str = Field(description="Name of an 'average_value' metric in 'metrics' (the demand total)")
-    forecaster: Literal["seasonal_window", "holt_winters"] = Field(
+    forecaster: Literal["seasonal_window", "holt_winters", "recent"] = Field(
         default="seasonal_window",
         description="'seasonal_window': mean of the same phase over the last seasons (no training); "
-        "'holt_winters': a model trained by the train-forecast flow",
+        "'holt_winters': a model trained by the train-forecast flow; "
+        "'recent': mean + deviations x standard deviation of the last 'window' (no history needed beyond it)",
     )
     horizon: Duration = Field(
         default=60.0, gt=0, le=86400.0, description="How far ahead: a replica's start-up time plus one scrape"
@@ -305,6 +307,15 @@ class Predictive(_Strict):
         description="seasonal_window: scale the seasonal profile by the demand of the last level_window over "
         "the same phase in past seasons (0: off)",
     )
+    window: Duration = Field(
+        default=1800.0, gt=0.0, le=86400.0, description="recent: the past window the mean and deviation cover"
+    )
+    deviations: float = Field(
+        default=3.0, ge=0.0, le=10.0, description="recent: standard deviations above the mean the forecast holds"
+    )
+    target: float | None = Field(
+        default=None, gt=0.0, description="Per-replica demand the floor plans for (default: the metric's target)"
+    )
     mode: Literal["forecast_and_scale", "forecast_only"] = "forecast_and_scale"
     max_model_age: Duration = Field(
         default=2 * 86400.0, gt=0, description="A trained model older than this is refused (holt_winters)"
@@ -317,6 +328,8 @@ class Predictive(_Strict):
     def _step(self) -> Predictive:
         if self.step > self.season:
             raise ValueError(f"step ({self.step:g}s) is longer than the season ({self.season:g}s)")
+        if self.forecaster == "recent" and self.window < 4 * self.step:
+            raise ValueError(f"window ({self.window:g}s) must hold at least 4 steps of {self.step:g}s")
         return self
 
 
@@ -360,8 +373,10 @@ class AutoscalingSpec(_Strict):
         return self
 
     def predictive_target(self) -> float:
-        """The per-replica target of the predictive metric."""
+        """The per-replica demand the forecast floor plans for: ``predictive.target``, else the metric's target."""
         assert self.predictive is not None
+        if self.predictive.target is not None:
+            return self.predictive.target
         return next(m.target for m in self.metrics if m.name == self.predictive.metric)
 
     @field_validator("metrics")
@@ -393,8 +408,11 @@ class AutoscalingSpec(_Strict):
                 rules.pop("tolerance", None)
         if data.get("predictive") is None:
             data.pop("predictive", None)
-        elif data["predictive"].get("level_window") == 0.0:
-            data["predictive"].pop("level_window", None)
+        else:  # fields added later, left out at their defaults so older specs keep their hash
+            added = {"level_window": 0.0, "window": 1800.0, "deviations": 3.0, "target": None}
+            for key, default in added.items():
+                if data["predictive"].get(key, default) == default:
+                    data["predictive"].pop(key, None)
         if data.get("manual_hold") == type(self).model_fields["manual_hold"].default:
             data.pop("manual_hold", None)
         blob = json.dumps(data, sort_keys=True).encode()

@@ -8,6 +8,9 @@ records it. Two ways to make the value, both cheap per tick:
 * :class:`SeasonalWindow`: the mean over the last ``seasons`` seasons of the peak in the same phase
   window (no training). A ring buffer fed one point per tick (the backtest: O(seasons x
   horizon/step) per forecast) or built from a range query (:func:`seasonal_window_forecast`).
+* :class:`RecentWindow`: ``mean + deviations x standard deviation`` of the demand over the last
+  ``window`` (no training, no seasonal history: a high quantile of the recent demand, so the floor
+  follows a level, its trend within the window and its noise; fed one point per tick, O(1) each).
 * :class:`HoltWintersModel`: the final state of an additive Holt-Winters model fitted elsewhere (a
   scheduled flow with statsmodels); :meth:`HoltWintersModel.predict` extrapolates it in pure Python.
 """
@@ -15,13 +18,14 @@ records it. Two ways to make the value, both cheap per tick:
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Forecaster = Literal["seasonal_window", "holt_winters"]
+Forecaster = Literal["seasonal_window", "holt_winters", "recent"]
 
 #: Why a forecast could not be made (``Forecast.unavailable``).
 UNAVAILABLE_CODES: tuple[str, ...] = (
@@ -171,6 +175,115 @@ def seasonal_window_forecast(
         forecaster="seasonal_window",
         detail=f"mean of the peaks of {used}/{seasons} past seasons",
     )
+
+
+#: Fewer recent points than this make no ``recent`` forecast (no deviation to speak of).
+MIN_RECENT_POINTS = 4
+
+
+class RecentWindow:
+    """The last ``window_s`` of a metric, one value per ``step`` (the newest in a step wins, as a range
+    query samples it), with running sums: ``forecast(t)`` is ``mean + deviations x sd`` (sample standard
+    deviation) over the slots in ``(t - window, t]``, never below 0; None with fewer than
+    :data:`MIN_RECENT_POINTS` points."""
+
+    def __init__(self, window_s: float, step_s: float, deviations: float) -> None:
+        if window_s <= 0 or step_s <= 0 or deviations < 0:
+            raise ValueError("window and step must be positive, deviations >= 0")
+        self.step = step_s
+        self.window_slots = max(1, math.floor(window_s / step_s + 1e-9))
+        self.deviations = deviations
+        self._points: deque[tuple[int, float]] = deque()  # (slot, value), oldest first
+        # running sums of (value - shift): shifted by a value of the window, so the variance does not
+        # cancel out for large values with a small spread
+        self._shift = 0.0
+        self._sum = 0.0
+        self._sumsq = 0.0
+
+    def _index(self, t_s: float) -> int:
+        return math.floor(t_s / self.step + 1e-9)
+
+    def add(self, t_s: float, value: float) -> None:
+        """Record ``value`` at ``t_s``; a point older than the newest one is ignored."""
+        slot, points = self._index(t_s), self._points
+        if points and slot < points[-1][0]:
+            return
+        if points and slot == points[-1][0]:
+            self._drop(points.pop()[1])
+        if not points:
+            self._shift, self._sum, self._sumsq = value, 0.0, 0.0
+        points.append((slot, value))
+        d = value - self._shift
+        self._sum += d
+        self._sumsq += d * d
+
+    def _drop(self, value: float) -> None:
+        d = value - self._shift
+        self._sum -= d
+        self._sumsq -= d * d
+
+    def extend(self, points: Iterable[tuple[float, float]]) -> RecentWindow:
+        for t_s, value in sorted(points):
+            self.add(t_s, value)
+        return self
+
+    def _evict(self, now_slot: int) -> None:
+        points, first = self._points, now_slot - self.window_slots
+        while points and points[0][0] <= first:
+            self._drop(points.popleft()[1])
+
+    def stats(self, t_s: float) -> tuple[float, float, int] | None:
+        """(mean, sample standard deviation, points) of the window ending at ``t_s``; None: too few points."""
+        now_slot = self._index(t_s)
+        self._evict(now_slot)
+        points = self._points
+        if points and points[-1][0] > now_slot:  # points after t_s (a query that ran past it): exact, slower
+            values = [v for slot, v in points if slot <= now_slot]
+            n = len(values)
+            if n < MIN_RECENT_POINTS:
+                return None
+            mean = sum(values) / n
+            var = sum((v - mean) ** 2 for v in values) / (n - 1)
+        else:
+            n = len(points)
+            if n < MIN_RECENT_POINTS:
+                return None
+            d = self._sum / n
+            mean = self._shift + d
+            var = max(0.0, (self._sumsq - n * d * d) / (n - 1))
+        return mean, math.sqrt(var), n
+
+    def forecast(self, t_s: float) -> tuple[float | None, int]:
+        """(forecast, points it uses) at ``t_s``."""
+        found = self.stats(t_s)
+        if found is None:
+            return None, 0
+        mean, sd, n = found
+        return max(0.0, mean + self.deviations * sd), n
+
+
+def recent_forecast(
+    points: Iterable[tuple[float, float]], now_s: float, *, window_s: float, step_s: float, deviations: float,
+    horizon_s: float,
+) -> Forecast:
+    """The ``recent`` forecast at ``now_s`` from ``(t_s, value)`` points (e.g. a range query)."""
+    window = RecentWindow(window_s, step_s, deviations).extend(points)
+    found = window.stats(now_s)
+    if found is None:
+        return Forecast.missing(
+            "recent", horizon_s, "no_history", f"fewer than {MIN_RECENT_POINTS} points in the last {window_s:g}s"
+        )
+    mean, sd, n = found
+    return Forecast(
+        value=max(0.0, mean + deviations * sd),
+        horizon=horizon_s,
+        forecaster="recent",
+        detail=recent_detail(mean, sd, n, deviations, window_s),
+    )
+
+
+def recent_detail(mean: float, sd: float, n: int, deviations: float, window_s: float) -> str:
+    return f"mean {mean:.6g} + {deviations:g} x sd {sd:.6g} of {n} points in the last {window_s:g}s"
 
 
 class HoltWintersModel(BaseModel):
