@@ -50,3 +50,15 @@ def start_local_server(home: Path, database: str, timeout_s: float = 300.0) -> A
         if database == "postgres":
             local_postgres(home).stop()
         raise
+
+
+def drain_prefect(timeout_s: float = 30.0) -> None:
+    """Send buffered run logs and events while the server is still up (else the process spends minutes
+    at exit retrying them against a stopped server)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout_s)
+    EventsWorker.drain_all(timeout=timeout_s)

@@ -43,7 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import loadavg, start_local_server, use_api  # noqa: E402
+from bench._common import drain_prefect, loadavg, start_local_server, use_api  # noqa: E402
 
 QUERY = 'sum(scalewise_test_load{workload="{workload}"})'
 LOW, HIGH = 0.5, 40.0
@@ -283,6 +283,7 @@ def run_paths(args: argparse.Namespace, paths: list[str], database: str) -> dict
     finally:
         for svc in docker.from_env().services.list(filters={"name": name}):
             svc.remove()
+        drain_prefect()
         server.stop()
         server.stop_database()
     return out

@@ -21,15 +21,25 @@ run() {  # run NAME COMMAND...
   fi
   { echo "\$ $*"; echo "before: $(uptime)"; } >"$out/$name.uptime"
   local t0=$SECONDS
-  "$@" >"$out/$name.json" 2>"$out/$name.log"
+  timeout -k 10 900 "$@" >"$out/$name.json" 2>"$out/$name.log"
   local rc=$?
   echo "after:  $(uptime)" >>"$out/$name.uptime"
   echo "$name rc=$rc $((SECONDS - t0))s: $*" | tee -a "$out/summary.txt"
 }
 
 run cli_startup $py bench/cli_startup.py --rounds 5
-run scale_flow $py bench/scale_flow.py --target docker --rounds 5 --lock-ops 50
-run reaction $py bench/reaction_latency.py --paths threshold,fast --breaches 6 --fast-interval 1 --workloads 1000
-run webhook $py -m bench.webhook_bench --parts rates --rates 1,5,20 --per-rate 20 --fanout 5
-run workers $py bench/worker_throughput.py --workers 1,2,4 --runs 12
+for db in postgres sqlite; do  # one process per database: a failure on one keeps the other's figures
+  run scale_flow-$db $py bench/scale_flow.py --target docker --rounds 5 --lock-ops 50 --databases $db
+done
+for db in postgres sqlite; do
+  run reaction-$db $py bench/reaction_latency.py --paths threshold,fast --breaches 6 --fast-interval 1 \
+    --workloads 1000 --databases $db
+done
+for db in postgres sqlite; do
+  run webhook-$db $py -m bench.webhook_bench --parts rates --rates 1,5,20 --per-rate 20 --fanout 5 --drain 300 \
+    --databases $db
+done
+for db in postgres sqlite; do
+  run workers-$db $py bench/worker_throughput.py --workers 1,2,4 --runs 12 --timeout 300 --databases $db
+done
 echo "results in $out"

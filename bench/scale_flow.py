@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import loadavg, start_local_server, use_api  # noqa: E402
+from bench._common import drain_prefect, loadavg, start_local_server, use_api  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -92,6 +92,7 @@ def bench(database: str, target: str, rounds: int, lock_ops: int) -> dict[str, A
                 extra += 1
     finally:
         orch.remove(spec)
+        drain_prefect()
         server.stop()
         server.stop_database()
     return {

@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import loadavg, start_local_server, summary, use_api  # noqa: E402
+from bench._common import drain_prefect, loadavg, start_local_server, summary, use_api  # noqa: E402
 
 TOKEN = "bench-token-" + uuid.uuid4().hex
 LIMITED = "bench-limited-" + uuid.uuid4().hex
@@ -371,6 +371,7 @@ def bench_database(database: str, args: argparse.Namespace, parts: list[str]) ->
         for name in names:
             for svc in client.services.list(filters={"name": name}):
                 svc.remove()
+        drain_prefect()
         server.stop()
         server.stop_database()
     result["load_avg_after"] = loadavg()

@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import loadavg, start_local_server, summary, use_api  # noqa: E402
+from bench._common import drain_prefect, loadavg, start_local_server, summary, use_api  # noqa: E402
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
@@ -163,6 +163,7 @@ def bench(database: str, counts: list[int], n_runs: int, limit: int | None, time
     finally:
         for svc in docker.from_env().services.list(filters={"name": name}):
             svc.remove()
+        drain_prefect()
         server.stop()
         server.stop_database()
     return out
