@@ -65,6 +65,7 @@ def bench(database: str, target: str, rounds: int, lock_ops: int) -> dict[str, A
     bare: list[float] = []
     flow: list[float] = []
     lock: list[float] = []
+    phases: list[dict[str, float]] = []  # the action record's durations of each paired flow run
     try:
         orch.apply(spec, 2)
         orch.wait_converged(spec, 120)
@@ -83,6 +84,7 @@ def bench(database: str, target: str, rounds: int, lock_ops: int) -> dict[str, A
                     assert rec.outcome == "succeeded", rec
                     flow.append(time.perf_counter() - t)
                     lock.append(rec.durations.get("lock_s", 0.0))
+                    phases.append({**rec.durations, "outside_action_s": flow[-1] - rec.durations["total_s"]})
             extra = 0
             while len(lock) < lock_ops:  # back-to-back operations, for lock_s alone
                 rec = scale(workload=name, replicas=3 if extra % 2 == 0 else 2,
@@ -104,6 +106,10 @@ def bench(database: str, target: str, rounds: int, lock_ops: int) -> dict[str, A
         "ratio_flow_over_bare": round(statistics.median(flow) / statistics.median(bare), 2),
         "added_by_flow_s_p50": round(statistics.median(flow) - statistics.median(bare), 3),
         "lock_s": {"p50": pct(lock, 0.5), "p95": pct(lock, 0.95), "max": round(max(lock), 3), "n": len(lock)},
+        # where a flow run's time goes: the record's phases (total_s: load spec .. done), and outside_action_s =
+        # wall - total_s (flow-run creation and states, writing the action record, Prefect's teardown)
+        "flow_phases_p50_s": {k: pct([ph[k] for ph in phases if k in ph], 0.5)
+                              for k in sorted({k for ph in phases for k in ph})},
         "bare_s": [round(x, 3) for x in bare],
         "flow_s": [round(x, 3) for x in flow],
     }
