@@ -279,13 +279,13 @@ def at_rate(url: str, workloads: list[str], rate: float, count: int, drain_s: fl
     rows: list[dict[str, float]] = []
     lost: list[str] = []
     for r in accepted:
-        run, record = runs.get(r["run_id"]), records.get(str(r["run_id"]))
-        state = run.state if run is not None else None
-        if run is None or run.start_time is None or state is None or not state.is_completed() \
+        got, record = runs.get(r["run_id"]), records.get(str(r["run_id"]))
+        state = got.state if got is not None else None
+        if got is None or got.start_time is None or state is None or not state.is_completed() \
                 or record is None or record.finished_at is None:
             lost.append(f"{r['run_id']}: {state.type.value if state else 'not final'}")
             continue
-        started = run.start_time.timestamp()
+        started = got.start_time.timestamp()
         written = record.finished_at.timestamp() - record.durations.get("wait_s", 0.0)
         rows.append({
             "request_to_write_done_s": written - r["sent"],
