@@ -2,11 +2,12 @@
 
 Usage: .venv/bin/python bench/reaction_latency.py [--breaches 10] [--paths threshold,fast,scheduled]
        [--fast-interval 2] [--watch-interval 1] [--schedule-interval 15] [--workloads 1000]
+       [--databases postgres,sqlite]
 
-Starts its own Prefect server (SQLite), a real Prometheus (1s scrape) over a controllable exporter and
-a Swarm service; for each path, ``--breaches`` times: the load goes from 0.5 to 40 (target 10 per
-replica -> 4 replicas); latency = the service's ``UpdatedAt`` (Swarm's own time of the accepted scale
-write) minus the moment the new value was first visible in a Prometheus query (polled every 20ms).
+For each database in turn (side by side): starts its own Prefect server, a real Prometheus (1s scrape)
+over a controllable exporter and a Swarm service; for each path, ``--breaches`` times: the load goes from
+0.5 to 40 (target 10 per replica -> 4 replicas); latency = the service's ``UpdatedAt`` (Swarm's own time
+of the accepted scale write) minus the moment the new value was first visible in a Prometheus query (polled every 20ms).
 Between breaches the service is reset to 1 replica and its policy state deleted.
 
 (a) threshold: ``scalewise watch`` logic (in a thread) -> scalewise.threshold.crossed event ->
@@ -41,6 +42,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._common import drain_prefect, loadavg, start_local_server, use_api  # noqa: E402
 
 QUERY = 'sum(scalewise_test_load{workload="{workload}"})'
 LOW, HIGH = 0.5, 40.0
@@ -93,6 +96,7 @@ class Rig:
         self.name = name
         self.prom = prom
         self.docker = docker.from_env()
+        self.timeouts = 0
 
     def service(self) -> Any:
         return self.docker.services.get(self.name)
@@ -152,13 +156,18 @@ class Rig:
 
 def run_path(rig: Rig, breaches: int, timeout_s: float, before: Callable[[], None], after: Callable[[], None],
              jitter_s: float) -> list[float]:
+    """Latencies of the breaches that scaled out within ``timeout_s``; the others are counted in
+    ``rig.timeouts`` (reported beside the percentiles, never dropped silently)."""
     samples: list[float] = []
+    rig.timeouts = 0
     for _ in range(breaches):
         rig.reset()
         before()
         time.sleep(random.uniform(0, jitter_s))  # a random phase against the tick / poll
         try:
             samples.append(rig.breach(timeout_s))
+        except TimeoutError:
+            rig.timeouts += 1
         finally:
             after()
     return samples
@@ -216,6 +225,7 @@ def main() -> None:
     parser.add_argument("--watch-interval", type=float, default=1.0)
     parser.add_argument("--schedule-interval", type=float, default=15.0)
     parser.add_argument("--workloads", type=int, default=1000)
+    parser.add_argument("--databases", default="postgres,sqlite", help="one Prefect server on each, in turn")
     args = parser.parse_args()
     paths = [p for p in args.paths.split(",") if p]
     result: dict[str, Any] = {
@@ -229,19 +239,19 @@ def main() -> None:
     }
     if paths:
         subprocess.run(["bash", str(ROOT / "scripts" / "start-docker.sh")], check=True, capture_output=True)
-        result["paths"] = run_paths(args, paths)
+        for database in [d.strip() for d in args.databases.split(",") if d.strip()]:
+            before = loadavg()
+            result[database] = {"load_avg_before": before, "paths": run_paths(args, paths, database),
+                                "load_avg_after": loadavg()}
     result["tick_1000"] = tick_1000(args.workloads)
     print(json.dumps(result, indent=2))
 
 
-def run_paths(args: argparse.Namespace, paths: list[str]) -> dict[str, Any]:
-    from scalewise.local import start_server
-
-    home = Path(tempfile.mkdtemp(prefix="bench-react-"))
-    server = start_server(home / "prefect", port=free_port())
-    # before Prefect is imported: threads (watcher, loop) use the settings read at import time
-    os.environ["PREFECT_API_URL"] = server.api_url
-    assert "prefect" not in sys.modules, "prefect was imported before PREFECT_API_URL was set"
+def run_paths(args: argparse.Namespace, paths: list[str], database: str) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix=f"bench-react-{database}-"))
+    server = start_local_server(home / "prefect", database)
+    # every thread (watcher, loop) reads the global settings: point them at this server
+    use_api(server.api_url)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tests.support.prefect_env import Served
@@ -273,7 +283,9 @@ def run_paths(args: argparse.Namespace, paths: list[str]) -> dict[str, Any]:
     finally:
         for svc in docker.from_env().services.list(filters={"name": name}):
             svc.remove()
+        drain_prefect()
         server.stop()
+        server.stop_database()
     return out
 
 
@@ -314,7 +326,7 @@ def bench_threshold(rig: Rig, args: argparse.Namespace, api: str, wdir: Path, ho
         finally:
             stop.set()
             thread.join(10)
-        return {**stats(samples), "events": watcher.emitted, "stages": stages(emitted)}
+        return {**stats(samples), "timeouts": rig.timeouts, "events": watcher.emitted, "stages": stages(emitted)}
     finally:
         srv.stop()
         os.environ.pop("SCALEWISE_AUTOSCALE_INTERVAL", None)
@@ -364,7 +376,8 @@ def bench_fast(rig: Rig, args: argparse.Namespace) -> Any:
     samples = run_path(rig, args.breaches, 60, before, after, args.fast_interval)
     c1 = selfmetrics.TICK_SECONDS._sum.get(), sum(b.get() for b in selfmetrics.TICK_SECONDS._buckets)
     ticks = c1[1] - c0[1]
-    return {**stats(samples), "ticks": int(ticks), "mean_tick_s": round((c1[0] - c0[0]) / ticks, 3) if ticks else None}
+    return {**stats(samples), "timeouts": rig.timeouts, "ticks": int(ticks),
+            "mean_tick_s": round((c1[0] - c0[0]) / ticks, 3) if ticks else None}
 
 
 def bench_scheduled(rig: Rig, args: argparse.Namespace, api: str, wdir: Path, home: Path, served: Any) -> Any:
@@ -374,7 +387,7 @@ def bench_scheduled(rig: Rig, args: argparse.Namespace, api: str, wdir: Path, ho
         srv.wait_registered(["autoscale/scalewise"])
         samples = run_path(rig, args.breaches, args.schedule_interval * 3 + 60, lambda: None, lambda: None,
                            args.schedule_interval)
-        return stats(samples)
+        return {**stats(samples), "timeouts": rig.timeouts}
     finally:
         srv.stop()
         os.environ.pop("SCALEWISE_AUTOSCALE_INTERVAL", None)

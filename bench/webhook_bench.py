@@ -8,9 +8,15 @@
     stopped, so runs stay Scheduled); then the same against a caller rate-limited to ``--limit``/s,
     counting 429s. Every 202 is checked to have its flow run in Prefect.
 
-Usage: .venv/bin/python -m bench.webhook_bench [--latency-runs 10] [--seconds 10] [--requests 2000]
-Runs its own Prefect server (temporary folder) and the receiver in-process (uvicorn thread).
-Prints one JSON object. No assertions on timing.
+(c) rates: real scale requests sent open-loop at each of ``--rates`` requests/s (``--per-rate`` each),
+    round-robin over ``--fanout`` Swarm services: request -> replica write p50/p95 with its stages
+    (accept, accepted -> run start = serve's poll + process spawn, lock_s, run start -> write), and how
+    many accepted requests did not end in a completed run with its action record (lost).
+
+Usage: .venv/bin/python -m bench.webhook_bench [--databases postgres,sqlite] [--parts latency,rates,throughput]
+       [--latency-runs 10] [--rates 1,5,20] [--per-rate 20] [--fanout 5] [--seconds 10] [--requests 2000]
+For each database in turn: its own Prefect server (temporary folder), ``deployments/serve.py`` and the
+receiver in-process (uvicorn thread). Prints one JSON object. No assertions on timing.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,24 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scalewise.local import start_server  # noqa: E402  (imports no Prefect settings)
-from tests.support.prefect_env import free_port  # noqa: E402
+from bench._common import drain_prefect, loadavg, start_local_server, summary, use_api  # noqa: E402
 
 TOKEN = "bench-token-" + uuid.uuid4().hex
 LIMITED = "bench-limited-" + uuid.uuid4().hex
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return round(ordered[k], 4)
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "min": pct(values, 0.0), "max": pct(values, 1.0),
-            "mean": round(statistics.fmean(values), 4) if values else float("nan")}
 
 
 def config(limit: float) -> Any:
@@ -218,24 +209,104 @@ def throughput(url: str, token: str, workload: str, seconds: float, requests: in
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--latency-runs", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--limit", type=float, default=3.0, help="rate limit (req/s) of the limited caller")
-    args = parser.parse_args(argv)
+async def _open_loop(url: str, workloads: list[str], rate: float, count: int) -> list[dict[str, Any]]:
+    """Send ``count`` scale requests at ``rate``/s on a fixed schedule (open loop: a slow answer does not
+    delay the next request), round-robin over ``workloads``, each alternating 2 and 1 replicas."""
+    import httpx
 
-    tmp = Path(tempfile.mkdtemp(prefix="sw-webhook-bench-"))
-    t = time.monotonic()
-    server = start_server(tmp / "prefect", port=free_port(), timeout_s=120)
-    server_start_s = time.monotonic() - t
-    os.environ["PREFECT_API_URL"] = server.api_url
-    workloads = tmp / "workloads"
-    workloads.mkdir()
-    os.environ["SCALEWISE_WORKLOADS"] = str(workloads)
+    sent_rows: list[dict[str, Any]] = []
+    turn: dict[str, int] = {}
 
+    async def one(i: int, client: httpx.AsyncClient) -> None:
+        workload = workloads[i % len(workloads)]
+        k = turn[workload] = turn.get(workload, -1) + 1
+        body = {"workload": workload, "action": "scale", "replicas": 2 if k % 2 == 0 else 1,
+                "reason": f"bench rate {rate:g}/s #{i}"}
+        sent = time.time()
+        try:
+            resp = await client.post("/v1/actions", json=body, headers={
+                "Authorization": f"Bearer {TOKEN}", "Idempotency-Key": f"rate-{rate:g}-{i}-{uuid.uuid4().hex}"})
+            code, run_id = resp.status_code, (resp.json().get("flow_run_id") if resp.status_code == 202 else None)
+        except httpx.HTTPError as exc:
+            code, run_id = 0, None
+            print(f"request {i}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sent_rows.append({"i": i, "workload": workload, "sent": sent, "accepted": time.time(), "code": code,
+                          "run_id": run_id})
+
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=120,
+                                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)) as client:
+        tasks = []
+        for i in range(count):
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(i, client)))
+        await asyncio.gather(*tasks)
+    return sorted(sent_rows, key=lambda r: r["i"])
+
+
+def at_rate(url: str, workloads: list[str], rate: float, count: int, drain_s: float) -> dict[str, Any]:
+    """Real scale requests at ``rate``/s: request -> replica write, per stage; every 202 must end in a
+    completed run with its action record (else it is counted lost)."""
+    from prefect.client.orchestration import get_client
+
+    from scalewise import history
+
+    t_start = time.monotonic()
+    sent = asyncio.run(_open_loop(url, workloads, rate, count))
+    send_s = time.monotonic() - t_start
+    accepted = [r for r in sent if r["code"] == 202]
+    codes: dict[str, int] = {}
+    for r in sent:
+        codes[str(r["code"])] = codes.get(str(r["code"]), 0) + 1
+    deadline = time.monotonic() + drain_s
+    runs: dict[str, Any] = {}
+    with get_client(sync_client=True) as client:
+        pending = {r["run_id"] for r in accepted}
+        while pending and time.monotonic() < deadline:
+            for run_id in list(pending):
+                run = client.read_flow_run(run_id)
+                if run.state and run.state.is_final():
+                    runs[run_id] = run
+                    pending.discard(run_id)
+            if pending:
+                time.sleep(0.5)
+    drained_s = time.monotonic() - t_start
+    records = {}
+    for workload in workloads:
+        for entry in history.fetch(workload):
+            if entry.record.flow_run_id is not None:
+                records[str(entry.record.flow_run_id)] = entry.record
+    rows: list[dict[str, float]] = []
+    lost: list[str] = []
+    for r in accepted:
+        got, record = runs.get(r["run_id"]), records.get(str(r["run_id"]))
+        state = got.state if got is not None else None
+        if got is None or got.start_time is None or state is None or not state.is_completed() \
+                or record is None or record.finished_at is None:
+            lost.append(f"{r['run_id']}: {state.type.value if state else 'not final'}")
+            continue
+        started = got.start_time.timestamp()
+        written = record.finished_at.timestamp() - record.durations.get("wait_s", 0.0)
+        rows.append({
+            "request_to_write_done_s": written - r["sent"],
+            "accept_s": r["accepted"] - r["sent"],
+            "accepted_to_run_start_s": started - r["accepted"],
+            "lock_s": record.durations.get("lock_s", 0.0),
+            "run_start_to_write_done_s": written - started,
+            "write_s": record.durations.get("write_s", 0.0),
+            "converge_wait_s": record.durations.get("wait_s", 0.0),
+        })
+    out: dict[str, Any] = {
+        "rate_per_s": rate, "requests": count, "workloads": len(workloads), "codes": codes,
+        "accepted": len(accepted), "completed_with_record": len(rows), "lost": len(lost), "lost_runs": lost[:10],
+        "send_s": round(send_s, 2), "all_final_after_s": round(drained_s, 2), "load_avg_after": loadavg(),
+    }
+    if rows:
+        out.update({k: summary([row[k] for row in rows]) for k in rows[0]})
+    return out
+
+
+def bench_database(database: str, args: argparse.Namespace, parts: list[str]) -> dict[str, Any]:
     import docker
     import yaml
 
@@ -246,42 +317,89 @@ def main(argv: list[str] | None = None) -> int:
     from tests.support.prefect_env import Served
     from tests.support.webhook_env import UvicornThread
 
+    tmp = Path(tempfile.mkdtemp(prefix=f"sw-webhook-bench-{database}-"))
+    result: dict[str, Any] = {"load_avg_before": loadavg()}
+    t = time.monotonic()
+    server = start_local_server(tmp / "prefect", database)
+    result["prefect_server_start_s"] = round(time.monotonic() - t, 2)
+    use_api(server.api_url)
+    workloads = tmp / "workloads"
+    workloads.mkdir()
+    os.environ["SCALEWISE_WORKLOADS"] = str(workloads)
     ensure_docker()
-    name = unique_name("whb")
-    (workloads / f"{name}.yaml").write_text(yaml.safe_dump({
-        "name": name, "target": "swarm", "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
-        "replicas": {"min": 1, "max": 4, "initial": 1}, "stop_grace_period": "1s",
-        "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
-    }))
+    names = [unique_name("whb") for _ in range(max(1, args.fanout))]
+    for name in names:
+        (workloads / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "target": "swarm", "image": IMAGE_V1,
+            "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+            "replicas": {"min": 1, "max": 4, "initial": 1}, "stop_grace_period": "1s",
+            "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
+        }))
     served: Served | None = None
     receiver: UvicornThread | None = None
-    result: dict[str, Any] = {"started": datetime.now().isoformat(timespec="seconds"),
-                              "prefect_server_start_s": round(server_start_s, 2), "cpus": os.cpu_count()}
     try:
-        deploy(workload=name, reason="bench setup", trigger=Trigger(kind="api", actor="bench"))
+        for name in names:
+            deploy(workload=name, reason="bench setup", trigger=Trigger(kind="api", actor="bench"))
+        # no autoscale schedule: its runs (every 15 s by default) would compete with the measured ones
+        os.environ["SCALEWISE_AUTOSCALE_INTERVAL"] = "off"
         served = Served(server.api_url, workloads, tmp / "serve.log")
         served.wait_registered(["scale/scalewise", "scale-out/scalewise"])
         receiver = UvicornThread(create_app(config(args.limit), credentials(), workloads=workloads)).start()
-        result["a_latency"] = latency(receiver.url, name, args.latency_runs)
-        served.stop()  # (b) measures the receiver and the Prefect API, not the runner
-        served = None
-        result["b_throughput"] = throughput(receiver.url, TOKEN, name, args.seconds, args.requests, args.concurrency)
-        result["b_prefect_direct_baseline"] = asyncio.run(
-            _direct("scale-out/scalewise", name, args.seconds, args.requests, args.concurrency))
-        result["b_receiver_only_refused_404"] = asyncio.run(
-            _refused(receiver.url, min(args.seconds, 5.0), args.requests, args.concurrency))
-        result["b_rate_limited"] = {"limit_per_s": args.limit, "burst": int(args.limit), **throughput(
-            receiver.url, LIMITED, name, min(args.seconds, 5.0), args.requests, args.concurrency)}
+        if "latency" in parts:
+            result["a_latency"] = latency(receiver.url, names[0], args.latency_runs)
+        if "rates" in parts:
+            result["rates"] = {}
+            for rate in [float(x) for x in args.rates.split(",") if x.strip()]:
+                result["rates"][f"{rate:g}/s"] = at_rate(receiver.url, names, rate, args.per_rate, args.drain)
+        if "throughput" in parts:
+            served.stop()  # (b) measures the receiver and the Prefect API, not the runner
+            served = None
+            result["b_throughput"] = throughput(receiver.url, TOKEN, names[0], args.seconds, args.requests,
+                                                args.concurrency)
+            result["b_prefect_direct_baseline"] = asyncio.run(
+                _direct("scale-out/scalewise", names[0], args.seconds, args.requests, args.concurrency))
+            result["b_receiver_only_refused_404"] = asyncio.run(
+                _refused(receiver.url, min(args.seconds, 5.0), args.requests, args.concurrency))
+            result["b_rate_limited"] = {"limit_per_s": args.limit, "burst": int(args.limit), **throughput(
+                receiver.url, LIMITED, names[0], min(args.seconds, 5.0), args.requests, args.concurrency)}
     finally:
         if receiver is not None:
             receiver.stop()
         if served is not None:
             served.stop()
         client = docker.from_env()
-        for svc in client.services.list(filters={"name": name}):
-            svc.remove()
+        for name in names:
+            for svc in client.services.list(filters={"name": name}):
+                svc.remove()
+        drain_prefect()
         server.stop()
+        server.stop_database()
+    result["load_avg_after"] = loadavg()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--databases", default="postgres,sqlite", help="one Prefect server on each, in turn")
+    parser.add_argument("--parts", default="latency,rates,throughput", help="which measurements")
+    parser.add_argument("--latency-runs", type=int, default=10)
+    parser.add_argument("--rates", default="1,5,20", help="requests/s for the open-loop part")
+    parser.add_argument("--per-rate", type=int, default=20, help="requests sent at each rate")
+    parser.add_argument("--fanout", type=int, default=5, help="workloads the rate requests go to, round-robin")
+    parser.add_argument("--drain", type=float, default=600.0, help="seconds to wait for every accepted run")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--limit", type=float, default=3.0, help="rate limit (req/s) of the limited caller")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - {"latency", "rates", "throughput"})
+    if unknown:
+        parser.error(f"--parts: unknown {unknown}")
+    result: dict[str, Any] = {"started": datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+                              "args": vars(args)}
+    for database in [d.strip() for d in args.databases.split(",") if d.strip()]:
+        result[database] = bench_database(database, args, parts)
     print(json.dumps(result, indent=2))
     return 0
 

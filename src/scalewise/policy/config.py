@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from scalewise.durations import Duration
@@ -234,6 +233,8 @@ class Schedule(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
+        from croniter import croniter  # here, not at import: every CLI call and flow run imports this module
+
         if len(value.split()) not in (5, 6) or not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a valid cron expression (5 fields, e.g. '0 8 * * 1-5')")
         return value
@@ -275,6 +276,8 @@ class Schedule(_Strict):
 @lru_cache(maxsize=8192)
 def _latest_fire(cron: str, probe: datetime) -> datetime:
     """The latest cron time at or before ``probe`` (croniter's get_prev is strict, hence +1s)."""
+    from croniter import croniter
+
     result: datetime = croniter(cron, probe + timedelta(seconds=1)).get_prev(datetime)
     return result
 
