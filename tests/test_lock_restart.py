@@ -26,7 +26,7 @@ from tests.support.prefect_env import free_port
 def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
     home, port = tmp_path / "prefect", free_port()
     db_home = Path(tempfile.mkdtemp(prefix="scalewise-test-pg-"))  # see tests/support/prefect_env.py
-    server = start_server(home, port=port, db_home=db_home)
+    server = start_server(home, port=port, db_home=db_home, timeout_s=600)  # minutes on a loaded machine
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             ensure_lock("restart")
@@ -36,7 +36,7 @@ def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
                 taken = time.monotonic()
                 time.sleep(1.0)  # the renewal thread's first renewal happens right after acquiring
                 server.stop()
-                server = start_server(home, port=port, db_home=db_home)
+                server = start_server(home, port=port, db_home=db_home, timeout_s=300)
                 with get_client(sync_client=True) as client:
                     held = client.read_global_concurrency_limit_by_name(lock_name("restart"))
                 assert held.active_slots == 1
