@@ -98,11 +98,11 @@ def recording() -> Iterator[dict[str, list[tuple[PolicyState, Decision]]]]:
         seen.setdefault(spec.name, []).append((before, decision))
         return decision, before
 
-    autoscaler.evaluate = evaluate  # type: ignore[assignment]
+    autoscaler.evaluate = evaluate
     try:
         yield seen
     finally:
-        autoscaler.evaluate = real  # type: ignore[assignment]
+        autoscaler.evaluate = real
 
 
 def digests(decisions: list[tuple[PolicyState, Decision]]) -> list[str]:
@@ -115,7 +115,10 @@ def digests(decisions: list[tuple[PolicyState, Decision]]) -> list[str]:
     return out
 
 
-def run() -> tuple[dict[str, WorkloadSpec], dict[str, list[tuple[PolicyState, Decision]]], dict[str, Any]]:
+Recorded = tuple[dict[str, WorkloadSpec], dict[str, list[tuple[PolicyState, Decision]]], dict[str, Any]]
+
+
+def run() -> Recorded:
     chosen = policies()
     with recording() as seen:
         result = backtest(trace(), chosen["hpa"], MODEL, chosen)
@@ -132,11 +135,11 @@ def golden() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def recorded() -> tuple[dict[str, WorkloadSpec], dict[str, list[tuple[PolicyState, Decision]]], dict[str, Any]]:
+def recorded() -> Recorded:
     return run()
 
 
-def test_policies_reach_their_cases(recorded) -> None:
+def test_policies_reach_their_cases(recorded: Recorded) -> None:
     """The fixed input exercises what it pins (else the pin would prove little)."""
     _, _, scores = recorded
     reasons = {name: s["reasons"] for name, s in scores.items() if name != "oracle"}
@@ -148,7 +151,7 @@ def test_policies_reach_their_cases(recorded) -> None:
     assert reasons["utilization"].get("scale_up", 0) > 0
 
 
-def test_decisions_match_the_pinned_ones(recorded) -> None:
+def test_decisions_match_the_pinned_ones(recorded: Recorded) -> None:
     _, seen, scores = recorded
     pinned = json.loads(GOLDEN.read_text())
     assert pinned["chunk"] == CHUNK
@@ -161,7 +164,7 @@ def test_decisions_match_the_pinned_ones(recorded) -> None:
     assert {n: dict(sorted(s["reasons"].items())) for n, s in scores.items() if n != "oracle"} == pinned["reasons"]
 
 
-def test_every_decision_replays_from_its_json_record(recorded) -> None:
+def test_every_decision_replays_from_its_json_record(recorded: Recorded) -> None:
     chosen, seen, _ = recorded
     for name, decisions in seen.items():
         auto = chosen[name].autoscaling
