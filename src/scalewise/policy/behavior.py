@@ -174,11 +174,11 @@ def compact_recommendations(history: Sequence[Recommendation]) -> list[Recommend
     if len(history) < 2:
         return list(history)
     ordered = sorted(history, key=_AT)
-    newest = ordered[-1]
+    older = reversed(ordered)
+    newest = next(older)
     kept = [newest]
     later_max = later_min = newest.replicas
-    for index in range(len(ordered) - 2, -1, -1):
-        rec = ordered[index]
+    for rec in older:
         replicas = rec.replicas
         if replicas > later_max:
             kept.append(rec)

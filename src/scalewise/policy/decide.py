@@ -230,6 +230,7 @@ class _Tick:
     active: bool = False
     cooling: bool = False
     combined: Combined | None = None
+    target: int = 0  # combined.replicas (set with combined, from the ``combine`` step on)
     remembered: bool = False
 
     @property
@@ -240,12 +241,6 @@ class _Tick:
     def fallback_due(self) -> bool:
         fb = self.spec.fallback
         return self.all_failed and self.failures >= fb.failure_threshold and fb.replicas != "hold"
-
-    @property
-    def target(self) -> int:
-        """The combined proposal (only after the ``combine`` step)."""
-        assert self.combined is not None and self.combined.replicas is not None
-        return self.combined.replicas
 
     def step(self, name: str, proposal: int | None, reason: str, detail: str = "") -> None:
         self.steps.append(_make_step(name=name, proposal=proposal, reason=reason, detail=detail))
@@ -405,8 +400,10 @@ def _all_failed(t: _Tick) -> Outcome:
 
 
 def _combine(t: _Tick) -> Outcome:
-    t.combined = combine(t.proposals, t.current)
-    t.step("combine", t.target, t.combined.reason, t.combined.detail)
+    t.combined = combined = combine(t.proposals, t.current)
+    assert combined.replicas is not None  # _all_failed ended the decision otherwise
+    t.target = combined.replicas
+    t.step("combine", t.target, combined.reason, combined.detail)
     return None
 
 
@@ -456,7 +453,7 @@ def _forecast_floor(t: _Tick) -> Outcome:
         t.step("forecast", floor, Reason.FORECAST_COVERED, detail)
         return None
     t.step("forecast", floor, Reason.FORECAST_FLOOR, detail)
-    t.combined = Combined(floor, Reason.FORECAST_FLOOR, predictive.metric, detail)
+    t.combined, t.target = Combined(floor, Reason.FORECAST_FLOOR, predictive.metric, detail), floor
     return None
 
 
