@@ -103,7 +103,7 @@ def maker(cls: type[M]) -> Callable[..., M]:
         "    set_(obj, '__pydantic_private__', None)\n"
         "    return obj\n"
     )
-    exec(source, scope)  # noqa: S102 - field names checked above; the technique of namedtuple
+    exec(source, scope)  # field names checked above; the technique of collections.namedtuple
     make = scope["make"]
     make.__qualname__ = f"maker({cls.__name__})"
     return cast(Callable[..., M], make)
