@@ -29,7 +29,7 @@ from scalewise.policy.config import MetricTarget, Predictive
 from scalewise.policy.decide import PolicyState
 from scalewise.policy.forecast import MIN_RECENT_POINTS, Forecast, RecentWindow, SeasonalWindow, recent_detail
 from scalewise.policy.readings import MetricReading
-from scalewise.policy.trusted import trusted
+from scalewise.policy.trusted import maker
 from scalewise.spec import WorkloadSpec
 
 IntArray = npt.NDArray[np.int64]
@@ -39,6 +39,10 @@ Progress = Callable[[int], None]
 #: The grid may not exceed this many cells (memory: a few arrays of 8 bytes per cell per policy).
 MAX_CELLS = 40_000_000
 _EPS = 1e-9
+
+# Values the simulation computed (finite, non-negative): built without re-validation (see policy.trusted).
+_reading = maker(MetricReading)
+_forecast = maker(Forecast)
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,9 @@ class Forecaster:
                 "holt_winters", predictive.horizon, "model_missing", "no model is trained in a backtest"
             )
         self.note = "" if predictive.forecaster == "seasonal_window" else "model_missing: seasonal_window fallback; "
+        self.no_history = Forecast.missing(
+            "seasonal_window", predictive.horizon, "no_history", f"no data in the last {predictive.seasons} seasons"
+        )
 
     def __call__(self, seen: datetime, demand: float, now: datetime) -> Forecast:
         if self.recent is not None:
@@ -220,10 +227,9 @@ class Forecaster:
         horizon = self.spec.horizon
         value, used = self.window.forecast(now.timestamp())
         if value is None:
-            why = f"no data in the last {self.spec.seasons} seasons"
-            return Forecast.missing("seasonal_window", horizon, "no_history", why)
+            return self.no_history
         detail = f"{self.note}mean of the peaks of {used}/{self.spec.seasons} past seasons"
-        return Forecast(value=value, horizon=horizon, forecaster="seasonal_window", detail=detail)
+        return _forecast(value=value, horizon=horizon, forecaster="seasonal_window", detail=detail)
 
 
     def _recent(self, recent: RecentWindow, seen: datetime, demand: float, now: datetime) -> Forecast:
@@ -274,9 +280,7 @@ def simulate(
     per_replica_reading, failure = MetricReading.per_replica, MetricReading.failure
 
     def success(metric: str, at: datetime, value: float) -> MetricReading:
-        # a finite float the simulation computed: built without re-validation (see policy.trusted)
-        return trusted(MetricReading, name=metric, outcome="ok", value=value, values=None, timestamp=at, error=None,
-                       detail="")
+        return _reading(name=metric, value=value, timestamp=at)
 
     evaluate = autoscaler.evaluate
     # The orchestrator's view of the workload; only the counts vary, so one object per (desired, ready).

@@ -37,19 +37,33 @@ class ScaleEvent(BaseModel):
     change: int
 
 
+_DELTAS: dict[float, timedelta] = {}
+
+
+def delta(seconds: float) -> timedelta:
+    """``timedelta(seconds=seconds)``, memoised: the windows and periods of a spec recur every tick."""
+    found = _DELTAS.get(seconds)
+    if found is None:
+        if len(_DELTAS) > 4096:  # config values only, but never unbounded
+            _DELTAS.clear()
+        found = _DELTAS[seconds] = timedelta(seconds=seconds)
+    return found
+
+
 def stabilize(
     desired: int, current: int, history: Sequence[Recommendation], behavior: Behavior, now: datetime
 ) -> tuple[int, str | None]:
     """Stabilized recommendation and a reason code when it differs from ``desired``."""
-    up_cutoff = now - timedelta(seconds=behavior.scale_up.stabilization_window)
-    down_cutoff = now - timedelta(seconds=behavior.scale_down.stabilization_window)
+    up_cutoff = now - delta(behavior.scale_up.stabilization_window)
+    down_cutoff = now - delta(behavior.scale_down.stabilization_window)
     up_rec = desired
     down_rec = desired
     for rec in history:
-        if rec.at > up_cutoff:
-            up_rec = min(up_rec, rec.replicas)
-        if rec.at > down_cutoff:
-            down_rec = max(down_rec, rec.replicas)
+        at, replicas = rec.at, rec.replicas
+        if replicas < up_rec and at > up_cutoff:
+            up_rec = replicas
+        if replicas > down_rec and at > down_cutoff:
+            down_rec = replicas
     result = current
     if result < up_rec:
         result = up_rec
@@ -61,7 +75,7 @@ def stabilize(
 
 
 def _changes_in_period(period: float, events: Sequence[ScaleEvent], now: datetime) -> int:
-    cutoff = now - timedelta(seconds=period)
+    cutoff = now - delta(period)
     return sum(abs(e.change) for e in events if e.at > cutoff)
 
 
@@ -157,14 +171,20 @@ def compact_recommendations(history: Sequence[Recommendation]) -> list[Recommend
     min-queries once a newer sample is <= it; a sample irrelevant to both is dropped. This keeps a
     persisted :class:`~scalewise.policy.decide.PolicyState` small (Prefect Variables hold 5,000 chars).
     """
+    if len(history) < 2:
+        return list(history)
     ordered = sorted(history, key=_AT)
-    kept: list[Recommendation] = []
-    later_max: int | None = None
-    later_min: int | None = None
-    for rec in reversed(ordered):
-        if later_max is None or later_min is None or rec.replicas > later_max or rec.replicas < later_min:
+    older = reversed(ordered)
+    newest = next(older)
+    kept = [newest]
+    later_max = later_min = newest.replicas
+    for rec in older:
+        replicas = rec.replicas
+        if replicas > later_max:
             kept.append(rec)
-        later_max = rec.replicas if later_max is None else max(later_max, rec.replicas)
-        later_min = rec.replicas if later_min is None else min(later_min, rec.replicas)
+            later_max = replicas
+        elif replicas < later_min:
+            kept.append(rec)
+            later_min = replicas
     kept.reverse()
     return kept

@@ -32,7 +32,7 @@ from scalewise.policy.config import MetricTarget
 from scalewise.policy.readings import MetricReading, ReplicaInfo
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MetricProposal:
     """What one metric proposes; ``replicas`` is None when the read failed."""
 
@@ -61,9 +61,19 @@ def _ceil(x: float) -> int:
 
 def within(ratio: float, tolerance: float | Tolerances) -> bool:
     """``1 - down <= ratio <= 1 + up``, with the ceiling's rounding (1.1 is within 0.1 of 1)."""
-    up, down = (tolerance, tolerance) if isinstance(tolerance, float | int) else tolerance
+    key = (tolerance, tolerance) if isinstance(tolerance, float | int) else tolerance
+    band = _BANDS.get(key)
+    if band is None:
+        if len(_BANDS) > 4096:  # config values only, but never unbounded
+            _BANDS.clear()
+        up, down = key
+        band = _BANDS[key] = (round(1.0 - down, 9), round(1.0 + up, 9))
     r = round(ratio, 9)
-    return round(1.0 - down, 9) <= r <= round(1.0 + up, 9)
+    return band[0] <= r <= band[1]
+
+
+#: (1 - down, 1 + up), rounded like the ratios, by (up, down) tolerance: the same few values every tick.
+_BANDS: dict[tuple[float, float], tuple[float, float]] = {}
 
 
 def _result(name: str, current: int, proposal: int, ratio: float, value: float, detail: str) -> MetricProposal:
@@ -202,7 +212,7 @@ def propose(
     return _result(name, current, proposal, ratio, usage, detail)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Combined:
     replicas: int | None  # None when every metric failed
     reason: str
@@ -212,6 +222,11 @@ class Combined:
 
 def combine(proposals: Sequence[MetricProposal], current: int) -> Combined:
     """Largest proposal wins; with any failed metric a scale-down is refused (the count is held)."""
+    if len(proposals) == 1:  # the common case, same result as below
+        only = proposals[0]
+        if only.replicas is None:
+            return Combined(None, "missing_metrics_hold", None, "every metric read failed")
+        return Combined(only.replicas, only.reason, only.name, only.detail)
     ok = [p for p in proposals if p.ok]
     failed_names = [p.name for p in proposals if not p.ok]
     if not ok:

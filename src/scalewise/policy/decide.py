@@ -27,6 +27,7 @@ applied; persist it (it is JSON-serialisable) so that restarts keep the stabiliz
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,15 +39,16 @@ from scalewise.policy.behavior import (
     Recommendation,
     ScaleEvent,
     compact_recommendations,
+    delta,
     history_horizon,
     limit_rate,
     stabilize,
 )
 from scalewise.policy.calculator import Combined, MetricProposal, aggregate_value, combine, propose
-from scalewise.policy.config import AutoscalingSpec
+from scalewise.policy.config import AutoscalingSpec, MetricTarget
 from scalewise.policy.forecast import Forecast, floor_for
 from scalewise.policy.readings import MetricReading, ReplicaInfo
-from scalewise.policy.trusted import trusted
+from scalewise.policy.trusted import maker
 
 
 class Reason(StrEnum):
@@ -151,6 +153,15 @@ class Decision(BaseModel):
         return self.state.model_copy(update={"scale_events": events})
 
 
+# The records decide() builds from values it computed itself: unvalidated (see policy.trusted).
+_make_step = maker(Step)
+_make_recommendation = maker(Recommendation)
+_make_event = maker(ScaleEvent)
+_make_state = maker(PolicyState)
+_make_inputs = maker(DecisionInputs)
+_make_decision = maker(Decision)
+
+
 def effective_bounds(spec: AutoscalingSpec, bounds: tuple[int, int], now: datetime) -> tuple[int, int, str]:
     """(min, max, detail) after the active schedules."""
     lo, hi = bounds
@@ -192,11 +203,12 @@ def _normalise_readings(
 # -- the tick: what the steps share -----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tick:
     """One decision in progress: the inputs, the state being updated and the steps recorded so far."""
 
     spec: AutoscalingSpec
+    plan: _Plan
     inputs: DecisionInputs
     readings: Sequence[MetricReading]
     recs: list[Recommendation]
@@ -210,21 +222,16 @@ class _Tick:
     steps: list[Step] = field(default_factory=list)
     eff_min: int = 0
     eff_max: int = 0
+    floor: int = 1  # max(eff_min, 1): metric scaling never reaches 0; only activation does (set by _bounds)
+    zero_capable: bool = False  # scale_to_zero enabled and an effective min of 0 (set by _bounds)
     proposals: list[MetricProposal] = field(default_factory=list)
     normalised: dict[str, MetricReading] = field(default_factory=dict)
     n_failed: int = 0
     active: bool = False
     cooling: bool = False
     combined: Combined | None = None
+    target: int = 0  # combined.replicas (set with combined, from the ``combine`` step on)
     remembered: bool = False
-
-    @property
-    def zero_capable(self) -> bool:
-        return self.spec.scale_to_zero.enabled and self.eff_min == 0
-
-    @property
-    def floor(self) -> int:
-        return max(self.eff_min, 1)  # metric scaling never reaches 0; only activation does
 
     @property
     def all_failed(self) -> bool:
@@ -235,14 +242,8 @@ class _Tick:
         fb = self.spec.fallback
         return self.all_failed and self.failures >= fb.failure_threshold and fb.replicas != "hold"
 
-    @property
-    def target(self) -> int:
-        """The combined proposal (only after the ``combine`` step)."""
-        assert self.combined is not None and self.combined.replicas is not None
-        return self.combined.replicas
-
     def step(self, name: str, proposal: int | None, reason: str, detail: str = "") -> None:
-        self.steps.append(trusted(Step, name=name, proposal=proposal, reason=reason, detail=detail))
+        self.steps.append(_make_step(name=name, proposal=proposal, reason=reason, detail=detail))
 
     def bound_reason(self, value: int, low: bool) -> Reason:
         """Name the bound that limited ``value``: a schedule's, or the workload's own."""
@@ -255,9 +256,8 @@ class _Tick:
         current, now = self.current, self.now
         new_events = list(self.events)
         if desired != current:
-            new_events.append(trusted(ScaleEvent, at=now, change=desired - current))
-        new_state = trusted(
-            PolicyState,
+            new_events.append(_make_event(at=now, change=desired - current))
+        new_state = _make_state(
             recommendations=compact_recommendations(self.recs),
             scale_events=new_events,
             consecutive_failures=self.failures,
@@ -265,8 +265,7 @@ class _Tick:
             inactive_since=self.inactive_since,
             panic_until=self.panic_until,
         )
-        return trusted(
-            Decision,
+        return _make_decision(
             desired=desired,
             current=current,
             changed=desired != current,
@@ -289,8 +288,15 @@ StepFn = Callable[[_Tick], Outcome]
 
 
 def _bounds(t: _Tick) -> Outcome:
-    t.eff_min, t.eff_max, note = effective_bounds(t.spec, t.inputs.bounds, t.now)
-    t.step("bounds", None, Reason.BOUNDS, f"[{t.eff_min}, {t.eff_max}] {note}".strip())
+    if t.plan.schedules:
+        t.eff_min, t.eff_max, note = effective_bounds(t.spec, t.inputs.bounds, t.now)
+        detail = f"[{t.eff_min}, {t.eff_max}] {note}".strip()
+    else:  # effective_bounds without schedules
+        t.eff_min, t.eff_max = t.inputs.bounds
+        detail = f"[{t.eff_min}, {t.eff_max}]"
+    t.floor = max(t.eff_min, 1)
+    t.zero_capable = t.plan.zero_enabled and t.eff_min == 0
+    t.step("bounds", None, Reason.BOUNDS, detail)
     return None
 
 
@@ -302,16 +308,18 @@ def _paused(t: _Tick) -> Outcome:
 
 
 def _proposals(t: _Tick) -> Outcome:
-    t.normalised = _normalise_readings(t.spec, t.readings, t.now)
-    inputs = t.inputs
-    for metric in t.spec.metrics:
-        proposal = propose(
-            metric, t.normalised[metric.name], inputs.current, inputs.ready, t.spec.tolerances(), inputs.replicas
-        )
+    t.normalised = normalised = _normalise_readings(t.spec, t.readings, t.now)
+    inputs, tolerances, failed = t.inputs, t.plan.tolerances, 0
+    for metric, step_name in t.plan.metrics:
+        proposal = propose(metric, normalised[metric.name], t.current, inputs.ready, tolerances, inputs.replicas)
         t.proposals.append(proposal)
-        detail = proposal.detail if proposal.ok else f"{proposal.error}: {proposal.detail}".rstrip(": ")
-        t.step(f"metric:{metric.name}", proposal.replicas, proposal.reason, detail)
-    t.n_failed = sum(1 for p in t.proposals if not p.ok)
+        if proposal.ok:
+            detail = proposal.detail
+        else:
+            failed += 1
+            detail = f"{proposal.error}: {proposal.detail}".rstrip(": ")
+        t.step(step_name, proposal.replicas, proposal.reason, detail)
+    t.n_failed = failed
     if not t.all_failed:
         t.failures = 0
     elif any(p.error != "no_ready_replicas" for p in t.proposals):
@@ -392,8 +400,10 @@ def _all_failed(t: _Tick) -> Outcome:
 
 
 def _combine(t: _Tick) -> Outcome:
-    t.combined = combine(t.proposals, t.current)
-    t.step("combine", t.target, t.combined.reason, t.combined.detail)
+    t.combined = combined = combine(t.proposals, t.current)
+    assert combined.replicas is not None  # _all_failed ended the decision otherwise
+    t.target = combined.replicas
+    t.step("combine", t.target, combined.reason, combined.detail)
     return None
 
 
@@ -443,7 +453,7 @@ def _forecast_floor(t: _Tick) -> Outcome:
         t.step("forecast", floor, Reason.FORECAST_COVERED, detail)
         return None
     t.step("forecast", floor, Reason.FORECAST_FLOOR, detail)
-    t.combined = Combined(floor, Reason.FORECAST_FLOOR, predictive.metric, detail)
+    t.combined, t.target = Combined(floor, Reason.FORECAST_FLOOR, predictive.metric, detail), floor
     return None
 
 
@@ -455,7 +465,7 @@ def _remember(t: _Tick) -> Outcome:
     """
     assert t.combined is not None
     if t.combined.reason != Reason.MISSING_METRICS_HOLD:
-        t.recs.append(trusted(Recommendation, at=t.now, replicas=t.target))
+        t.recs.append(_make_recommendation(at=t.now, replicas=t.target))
         t.remembered = True
     return None
 
@@ -466,7 +476,7 @@ def _burst(t: _Tick) -> Outcome:
     if burst is not None and burst.enabled:
         peak = max((p.usage_ratio for p in t.proposals if p.usage_ratio is not None), default=0.0)
         if peak >= burst.panic_threshold:
-            t.panic_until = t.now + timedelta(seconds=burst.panic_window)
+            t.panic_until = t.now + delta(burst.panic_window)
             t.step("panic", None, Reason.PANIC_ENTER, f"usage ratio {peak:.3g} >= {burst.panic_threshold:g}")
     if t.panic_until is None:
         return None
@@ -530,6 +540,53 @@ STEPS: tuple[StepFn, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What :func:`decide` derives from a spec, once per spec object (specs are frozen)."""
+
+    steps: tuple[StepFn, ...]  # STEPS without those that can never act for this spec
+    metrics: tuple[tuple[MetricTarget, str], ...]  # each metric and the name of its step
+    tolerances: tuple[float, float]
+    keep_recommendations: timedelta  # history_horizon(spec.behavior)
+    keep_events: timedelta
+    schedules: bool
+    zero_enabled: bool
+
+
+def _compile(spec: AutoscalingSpec) -> _Plan:
+    idle: set[StepFn] = set()  # each would return None at once and change nothing, on every tick
+    if not spec.paused:
+        idle.add(_paused)
+    if not spec.scale_to_zero.enabled:
+        idle.add(_cooldown)
+    if spec.predictive is None:
+        idle.add(_forecast_floor)
+    rec_keep, ev_keep = history_horizon(spec.behavior)
+    return _Plan(
+        steps=tuple(step for step in STEPS if step not in idle),
+        metrics=tuple((metric, f"metric:{metric.name}") for metric in spec.metrics),
+        tolerances=spec.tolerances(),
+        keep_recommendations=delta(rec_keep),
+        keep_events=delta(ev_keep),
+        schedules=bool(spec.schedules),
+        zero_enabled=spec.scale_to_zero.enabled,
+    )
+
+
+_PLANS: dict[int, tuple[weakref.ref[AutoscalingSpec], _Plan]] = {}
+
+
+def _plan(spec: AutoscalingSpec) -> _Plan:
+    """The spec's plan, kept while the spec object lives."""
+    key = id(spec)
+    found = _PLANS.get(key)
+    if found is not None and found[0]() is spec:
+        return found[1]
+    plan = _compile(spec)
+    _PLANS[key] = (weakref.ref(spec, lambda _, key=key: _PLANS.pop(key, None)), plan)  # type: ignore[misc]
+    return plan
+
+
 def _start(
     spec: AutoscalingSpec,
     bounds: tuple[int, int],
@@ -541,8 +598,8 @@ def _start(
     replicas: Sequence[ReplicaInfo] | None,
     forecast: Forecast | None,
 ) -> _Tick:
-    inputs = trusted(
-        DecisionInputs,
+    plan = _plan(spec)
+    inputs = _make_inputs(
         bounds=(bounds[0], bounds[1]),
         readings=list(readings),
         current=current,
@@ -552,13 +609,13 @@ def _start(
         config_hash=spec.config_hash(),
         forecast=forecast,
     )
-    rec_keep, ev_keep = history_horizon(spec.behavior)
-    rec_cut, ev_cut = now - timedelta(seconds=rec_keep), now - timedelta(seconds=ev_keep)
+    rec_cut, ev_cut = now - plan.keep_recommendations, now - plan.keep_events
     panic_until = state.panic_until
     if panic_until is not None and panic_until <= now:
         panic_until = None
     return _Tick(
         spec=spec,
+        plan=plan,
         inputs=inputs,
         readings=readings,
         recs=[r for r in state.recommendations if r.at > rec_cut],
@@ -613,7 +670,7 @@ def decide(
     if state is None:
         state = seed_state(spec, current, now)
     tick = _start(spec, bounds, readings, current, ready, state, now, replicas, forecast)
-    for step in STEPS:
+    for step in tick.plan.steps:
         decision = step(tick)
         if decision is not None:
             return decision

@@ -7,13 +7,14 @@ target. :func:`trusted` fills in the declared defaults and sets the instance's s
 pydantic does after validation, so equality, ``model_dump`` and JSON round-trips are unchanged.
 
 Only for values built by the policy from already validated inputs; anything from outside (a spec,
-a reading, a persisted state) still goes through validation.
+a reading, a persisted state) still goes through validation. :func:`maker` is the same for a hot
+path: a constructor taking every field positionally, in declaration order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -65,3 +66,47 @@ def trusted(cls: type[M], **values: Any) -> M:
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
+
+
+def maker(cls: type[M]) -> Callable[..., M]:
+    """A constructor ``make(*, field=value, ...)`` building ``cls`` like :func:`trusted` does, faster.
+
+    The fields are keyword-only parameters (those with a default may be left out); an unknown or
+    missing field is a ``TypeError`` as with :func:`trusted`, and the values are the caller's
+    responsibility. Generated like :func:`collections.namedtuple`: a plain function whose dict display
+    sets the instance's storage, which is what makes it cheaper than ``trusted(cls, **values)``.
+    """
+    _defaults(cls)  # refuses private attributes
+    names = tuple(cls.model_fields)
+    if not all(name.isidentifier() and not name.startswith("_") for name in names):
+        raise TypeError(f"{cls.__name__}: field names must be plain identifiers")
+    scope: dict[str, Any] = {"new": cls.__new__, "cls": cls, "set_": _set, "fields": set(names), "unset": _UNSET}
+    params, fill = [], []
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            scope[f"factory_{name}"] = info.default_factory
+            params.append(f"{name}=unset")
+            fill.append(f"    if {name} is unset:\n        {name} = factory_{name}()\n")
+        elif not info.is_required():
+            scope[f"default_{name}"] = info.default
+            params.append(f"{name}=default_{name}")
+        else:
+            params.append(name)
+    display = ", ".join(f"{name!r}: {name}" for name in names)
+    source = (
+        f"def make(*, {', '.join(params)}):\n"
+        + "".join(fill)
+        + "    obj = new(cls)\n"
+        f"    set_(obj, '__dict__', {{{display}}})\n"
+        "    set_(obj, '__pydantic_fields_set__', fields.copy())\n"
+        "    set_(obj, '__pydantic_extra__', None)\n"
+        "    set_(obj, '__pydantic_private__', None)\n"
+        "    return obj\n"
+    )
+    exec(source, scope)  # field names checked above; the technique of collections.namedtuple
+    make = scope["make"]
+    make.__qualname__ = f"maker({cls.__name__})"
+    return cast(Callable[..., M], make)
+
+
+_UNSET = object()
