@@ -242,7 +242,7 @@ class Forecaster:
         mean, sd, n = found
         detail = recent_detail(mean, sd, n, p.deviations, p.window)
         value = max(0.0, mean + p.deviations * sd)
-        return trusted(Forecast, value=value, horizon=p.horizon, forecaster="recent", trained_at=None, error=None,
+        return _forecast(value=value, horizon=p.horizon, forecaster="recent", trained_at=None, error=None,
                        unavailable=None, detail=detail)
 
 
