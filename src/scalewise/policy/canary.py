@@ -93,4 +93,17 @@ def canary_replicas(weight: int, desired: int) -> int:
     return max(1, -(-weight * max(0, desired) // 100))
 
 
-__all__ = ["MAX_PAUSE_S", "CanaryStep", "Pause", "canary_replicas", "check_steps"]
+def plan_canary(steps: list[CanaryStep], desired: int, stable: str, image: str) -> list[str]:
+    """What a canary of ``image`` beside ``desired`` replicas of ``stable`` does, step by step."""
+    lines = [f"canary {image} beside {desired} x {stable}"]
+    for i, step in enumerate(steps, 1):
+        line = f"step {i}: {step.describe()}"
+        if step.set_weight is not None:
+            line += f" ({canary_replicas(step.set_weight, desired)} canary replicas for {desired} stable)"
+        lines.append(line)
+    lines.append(f"then: promote (roll the {desired} stable replicas to {image}) and remove the canary")
+    lines.append("on an unready canary, a failed analysis or a rejection: abort (remove the canary, stable untouched)")
+    return lines
+
+
+__all__ = ["MAX_PAUSE_S", "CanaryStep", "Pause", "canary_replicas", "check_steps", "plan_canary"]
