@@ -62,7 +62,7 @@ class Workload:
     def declare(self, **update: Any) -> None:
         doc = {
             "name": self.name, "target": "docker", "image": IMAGE_V1, "labels": {"scalewise-test": "1"},
-            "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+            "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "5s", "retries": 3},
             "replicas": {"min": 1, "max": 4, "initial": 2},
             "update": {"parallelism": 1, "order": "start-first", "monitor": "1s", "timeout": "60s", **update},
             "stop_grace_period": "1s",
