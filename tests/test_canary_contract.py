@@ -115,7 +115,7 @@ def test_the_stable_scales_while_a_canary_runs_and_the_next_weight_follows(targe
 
 
 def test_engine_canary_containers_share_the_stable_labels_and_are_marked(docker_target: TargetHarness) -> None:
-    orch, spec = docker_target.orchestrator, docker_roomy(target.make_spec(replicas=2))
+    orch, spec = docker_target.orchestrator, roomy(docker_target.make_spec(replicas=2))
     deployed(orch, spec)
     orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
     listed = docker_cli("ps", "-q", "--filter", f"label=scalewise.workload={spec.name}",

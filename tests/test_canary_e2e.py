@@ -182,8 +182,9 @@ def test_good_canary_from_the_cli_promotes_and_every_step_is_in_history(wl: Work
                      "analysis Successful", "step 3: paused 1s", f"promote: roll the stable to {IMAGE_V2}"):
         assert expected in plan, plan
     assert record.analysis is not None and record.analysis["phase"] == "Successful"
-    shown = cli("history", wl.name)
-    assert shown.returncode == 0 and "canary" in shown.stdout
+    shown = cli("history", wl.name, "--csv")  # the detail column: the steps, the measurements
+    row = next(line for line in shown.stdout.splitlines() if ",canary," in line)
+    assert "step 1: weight 50%" in row and "step 3: paused 1s" in row and "error-ratio=[0.01] Successful" in row
 
 
 def test_bad_canary_aborts_and_the_stable_never_drops_below_desired(wl: Workload) -> None:
