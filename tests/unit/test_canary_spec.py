@@ -122,3 +122,17 @@ def test_steps_file_for_the_cli(tmp_path: Path) -> None:
     empty.write_text("steps: []\n")
     with pytest.raises(SpecError, match="at least one step"):
         load_steps(empty)
+
+
+def test_history_detail_shows_a_canarys_timed_steps() -> None:
+    from datetime import UTC, datetime
+
+    from scalewise.audit import ActionRecord, Trigger
+    from scalewise.history import detail
+
+    plan = ["canary b:2 beside 2 x b:1", "step 1: set weight 50% (1 canary replicas for 2 stable)",
+            "10:00:01 step 1: weight 50%: 1/1 canary replicas of b:2 ready", "10:00:02 step 2: paused 1s"]
+    record = ActionRecord(operation="canary", workload="web", target="docker", trigger=Trigger(kind="cli"),
+                          started_at=datetime.now(UTC), plan=plan)
+    assert detail(record) == "10:00:01 step 1: weight 50%: 1/1 canary replicas of b:2 ready; 10:00:02 step 2: paused 1s"
+    assert detail(record.model_copy(update={"operation": "rollback"})) == ""
