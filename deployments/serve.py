@@ -14,10 +14,13 @@ from apply_automations import apply_run_health  # type: ignore[import-not-found]
 from prefect import serve
 from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
 
+from flows.abort import abort
 from flows.analysis import analyze
 from flows.autoscale import autoscale
 from flows.backtest import backtest
+from flows.canary import canary
 from flows.deploy import deploy
+from flows.promote import promote
 from flows.rollback import rollback
 from flows.rolling_update import rolling_update
 from flows.scale import scale
@@ -31,6 +34,7 @@ from tasks.schedule import collapse_backlog
 DEPLOYMENT_NAME = "scalewise"
 OPERATIONS: list[Any] = [
     deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest, analyze,
+    canary, promote, abort,
 ]
 
 

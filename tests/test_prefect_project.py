@@ -89,7 +89,9 @@ def test_deploy_all_and_ui_style_runs(prefect_server: LocalServer) -> None:
         assert ok.status_code == 201, ok.text
         assert ok.json()["parameters"]["replicas"] == 3
         # ...bad ones are refused by the server with the field named, and no run is created.
-        before = http.post("/flow_runs/count", json={}).json()
+        # (counted for this deployment: the scheduler adds the scheduled deployments' runs meanwhile)
+        of_scale = {"deployments": {"id": {"any_": [scale["id"]]}}}
+        before = http.post("/flow_runs/count", json=of_scale).json()
         for params, field in [
             ({"workload": "web", "replicas": -1}, "replicas"),
             ({"workload": "web", "replicas": "three"}, "replicas"),
@@ -98,7 +100,17 @@ def test_deploy_all_and_ui_style_runs(prefect_server: LocalServer) -> None:
             bad = http.post(f"/deployments/{scale['id']}/create_flow_run", json={"parameters": params})
             assert bad.status_code in (409, 422), bad.text
             assert field in bad.text
-        assert http.post("/flow_runs/count", json={}).json() == before
+        assert http.post("/flow_runs/count", json=of_scale).json() == before
+        # the canary's steps are checked by the server too: the declared ones pass, a weight over 100 does not
+        canary = next(d for d in deps if d["entrypoint"] == "flows/canary.py:canary")
+        ok = http.post(f"/deployments/{canary['id']}/create_flow_run", json={})
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["parameters"]["steps"][0] == {"set_weight": 50}
+        bad = http.post(f"/deployments/{canary['id']}/create_flow_run",
+                        json={"parameters": {"workload": "web", "image": "scalewise/busybox:2",
+                                             "steps": [{"set_weight": 150}]}})
+        assert bad.status_code in (409, 422), bad.text
+        assert "150" in bad.text
 
 
 @pytest.mark.prefect

@@ -21,7 +21,8 @@ Outcome = Literal["succeeded", "failed", "noop", "planned", "rolled_back", "in_p
 #: it again as ``interrupted`` (and re-reads the workload, completing or repairing the change).
 OPEN_OUTCOMES = frozenset({"in_progress"})
 Operation = Literal[
-    "deploy", "scale", "scale-out", "scale-in", "rolling-update", "rollback", "autoscale", "remove", "analysis"
+    "deploy", "scale", "scale-out", "scale-in", "rolling-update", "rollback", "autoscale", "remove", "analysis",
+    "canary", "promote", "abort",
 ]
 
 ARTIFACT_PREFIX = "scalewise-action-"

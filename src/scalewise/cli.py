@@ -305,6 +305,71 @@ def rollback(
              reason=reason or "rollback (cli)", timeout_s=timeout)
 
 
+def load_steps(path: Path) -> Any:
+    """A canary steps file (YAML: ``steps: [...]``, or a bare list); SpecError naming the file, the
+    field and the reason."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from scalewise.errors import SpecError
+    from scalewise.policy.canary import CanaryStep, check_steps
+    from scalewise.spec import read_yaml, spec_error_from_validation
+
+    docs = read_yaml(path)
+    data = docs[0] if docs else None
+    if isinstance(data, dict) and set(data) == {"steps"}:
+        data = data["steps"]
+    if not isinstance(data, list):
+        raise SpecError(str(path), "steps", "a canary's steps are a list (set_weight, pause, analysis)")
+    try:
+        return check_steps(TypeAdapter(list[CanaryStep]).validate_python(data))
+    except ValidationError as exc:
+        raise spec_error_from_validation(str(path), exc, "steps") from None
+    except ValueError as exc:
+        raise SpecError(str(path), "", str(exc)) from None
+
+
+@app.command()
+def canary(
+    workload: str,
+    image: str,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Steps (YAML: steps: [...]; default: the spec's update.steps)")
+    ] = None,
+    approval_timeout: Annotated[str, typer.Option(help="How long an approval may wait (e.g. 30m)")] = "1h",
+    dry_run: DryRun = False,
+    reason: Reason = None,
+) -> None:
+    """Canary a new image: walk the steps (set_weight, pause, analysis), then promote; a failed analysis,
+    a rejection (`scalewise approve RUN --reject`) or an unready canary aborts it (exit 1)."""
+    from flows.canary import canary as flow
+
+    try:
+        steps = load_steps(file) if file is not None else None
+    except ScalewiseError as exc:
+        fail(str(exc), 2)
+    run_flow(flow, f"canary of {image} for {workload}", workload=workload, image=image, steps=steps,
+             approval_timeout_s=int(_seconds(approval_timeout, "--approval-timeout")), dry_run=dry_run,
+             reason=reason or "canary (cli)")
+
+
+@app.command()
+def promote(workload: str, dry_run: DryRun = False, reason: Reason = None) -> None:
+    """Promote a workload's canary now: roll the stable to it, then remove the canary."""
+    from flows.promote import promote as flow
+
+    run_flow(flow, f"promoting the canary of {workload}", workload=workload, dry_run=dry_run,
+             reason=reason or "promote (cli)")
+
+
+@app.command()
+def abort(workload: str, dry_run: DryRun = False, reason: Reason = None) -> None:
+    """Remove a workload's canary; the stable is not touched."""
+    from flows.abort import abort as flow
+
+    run_flow(flow, f"aborting the canary of {workload}", workload=workload, dry_run=dry_run,
+             reason=reason or "abort (cli)")
+
+
 def load_analysis(path: Path) -> Any:
     """An analysis spec file (YAML: ``metrics: [...]``, or an ``analysis:`` block); SpecError naming the
     file, the field and the reason."""
@@ -398,8 +463,12 @@ def status(workload: Annotated[str | None, typer.Argument(help="One workload (de
                 continue
             st = orch.read(spec)
             revs = " ".join(f"{r.number}:{r.image}" for r in orch.revisions(spec)[-5:])
+            shown = st.update_state or ("updating" if st.updating else "stable")
+            found = orch.read_canary(spec)  # canary replicas are never in desired/ready
+            if found is not None:
+                shown += f"; {found.summary()}"
             table.add_row(spec.name, spec.target, str(st.desired_replicas), str(st.ready_replicas), st.image,
-                          str(st.revision), st.update_state or ("updating" if st.updating else "stable"), revs)
+                          str(st.revision), shown, revs)
         except ScalewiseError as exc:
             failed.append(f"{spec.name}: {exc}")
             table.add_row(spec.name, spec.target, "?", "?", "?", "?", "[red]error (below)[/]", "")

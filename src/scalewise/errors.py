@@ -105,3 +105,13 @@ class LockUnavailable(PermanentError):
 class AnalysisFailed(ScalewiseError):
     """An analysis ended Failed, Error or Inconclusive (not approved), or its approval was refused or
     timed out. The message names the metric and the limit that decided it."""
+
+
+class CanaryFailed(ScalewiseError):
+    """A canary's replicas did not become ready (or a canary step said no); the stable is untouched
+    and the canary is left for the abort that follows."""
+
+    def __init__(self, workload: str, reason: str) -> None:
+        self.workload = workload
+        self.reason = reason
+        super().__init__(f"canary of {workload!r} failed: {reason}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime
 
 from prefect.client.orchestration import get_client
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from scalewise.audit import ARTIFACT_PREFIX, ActionRecord, artifact_key
 
 PAGE = 200
+_TIMED = re.compile(r"^\d\d:\d\d:\d\d ")  # a plan line a flow wrote as it went (the canary's steps)
 FIELDS = (
     "time", "workload", "operation", "trigger", "before", "after", "reason", "outcome", "detail", "error", "run_url"
 )
@@ -43,8 +45,9 @@ class HistoryEntry(BaseModel):
 
 
 def detail(record: ActionRecord) -> str:
-    """An analysis's verdict, each measurement (metric=value phase) and the approval, on one line."""
-    parts: list[str] = []
+    """A canary's timed steps, an analysis's verdict, each measurement (metric=value phase) and the
+    approval, on one line."""
+    parts: list[str] = [p for p in record.plan if _TIMED.match(p)] if record.operation == "canary" else []
     if record.analysis:
         a = record.analysis
         parts.append(f"analysis {a.get('phase')}" + (f" ({a['message']})" if a.get("message") else ""))

@@ -67,3 +67,21 @@ class ConvergeResult(BaseModel):
     reason: str = Field(description="Stable code: converged, timeout, rolled_back, update_failed, deadline_exceeded")
     detail: str = ""
     elapsed_s: float = Field(ge=0)
+
+
+class CanaryState(BaseModel):
+    """A workload's canary as the orchestrator reports it: replicas of a new revision beside the stable
+    ones (same labels and network alias), marked as canary so they never count as stable replicas."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    image: str
+    weight: int = Field(ge=0, le=100, description="Percent of the stable's desired replicas")
+    desired_replicas: int = Field(ge=0)
+    ready_replicas: int = Field(default=0, ge=0)
+    spec_hash: str | None = Field(default=None, description="Hash of the canary's whole rendered spec")
+    template: dict[str, Any] | None = Field(default=None, description="The canary's whole rendered spec")
+
+    def summary(self) -> str:
+        return f"canary {self.image} at {self.weight}%: {self.ready_replicas}/{self.desired_replicas} ready"

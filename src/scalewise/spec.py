@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from scalewise.durations import Duration
 from scalewise.errors import SpecError
+from scalewise.policy.canary import CanaryStep, check_steps
 from scalewise.policy.config import AutoscalingSpec
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -101,6 +111,10 @@ class UpdateStrategy(_Strict):
     monitor: Duration = Field(default=5.0, description="How long a new replica must stay healthy")
     max_failure_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     timeout: Duration = Field(default=300.0, gt=0, description="Bounded wait for the rollout to converge")
+    strategy: Literal["rolling", "canary"] = Field(
+        default="rolling", description="rolling (every rollout), or canary (`scalewise canary` walks the steps)"
+    )
+    steps: list[CanaryStep] = Field(default_factory=list, description="The canary's steps, in order")
 
     @field_validator("max_surge", "max_unavailable")
     @classmethod
@@ -119,7 +133,20 @@ class UpdateStrategy(_Strict):
     def _progress_possible(self) -> UpdateStrategy:
         if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
             raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could not progress")
+        if self.strategy == "canary":
+            check_steps(self.steps)
+        elif self.steps:
+            raise ValueError("steps: only with strategy: canary")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_rolling_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A rolling strategy dumps as before canaries existed: its revision hash does not change."""
+        data: dict[str, Any] = handler(self)
+        if self.strategy == "rolling" and not self.steps:
+            data.pop("strategy", None)
+            data.pop("steps", None)
+        return data
 
 
 class KubernetesOptions(_Strict):

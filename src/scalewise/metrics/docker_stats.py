@@ -20,7 +20,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 
 from scalewise.metrics.base import Clock, WorkloadRef, utc_now
-from scalewise.orchestrators.docker_common import LABEL_ROLE, LABEL_WORKLOAD, ROLE_ANCHOR
+from scalewise.orchestrators.docker_common import LABEL_ROLE, LABEL_WORKLOAD, ROLE_ANCHOR, ROLE_CANARY
 from scalewise.policy.config import MetricTarget
 from scalewise.policy.readings import MetricReading
 
@@ -73,7 +73,7 @@ class DockerCpuSource:
         found: dict[str, Any] = {}
         for label in (f"{LABEL_WORKLOAD}={workload}", f"{LABEL_SWARM_SERVICE}={workload}"):
             for c in self.client.containers.list(filters={"label": label, "status": "running"}):
-                if (c.labels or {}).get(LABEL_ROLE) == ROLE_ANCHOR:
+                if (c.labels or {}).get(LABEL_ROLE) in (ROLE_ANCHOR, ROLE_CANARY):  # not stable replicas
                     continue
                 found[c.id] = c
         return sorted(found.values(), key=lambda c: c.name)

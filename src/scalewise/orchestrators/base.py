@@ -14,6 +14,16 @@ Rules every adapter follows:
   revision (a new revision number, like ``kubectl rollout undo``). It never chooses a target itself.
 - Every write that changes the rendered spec records a revision with
   :func:`~scalewise.revisions.record_revision` (the one numbering rule).
+
+Canary (``update.strategy: canary``; the last four methods): canary replicas run the canary spec (a
+new revision's whole spec) beside the stable replicas, with the same labels and network alias, and
+are marked as canary: ``read``, ``revisions``, ``set_replicas`` and the version token never count
+them. ``set_canary`` sizes them to the weight (:func:`~scalewise.policy.canary.canary_replicas` of
+the stable's desired count) and returns once they are ready (bounded by ``update.timeout``; a canary
+that never becomes ready raises CanaryFailed and stays for the caller to abort); ``promote_canary``
+rolls the stable to the canary spec (the rolling update path) and then removes the canary;
+``abort_canary`` removes the canary and touches nothing else. All are safe to repeat. A target
+without canaries raises PermanentError naming the target.
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.errors import PermanentError
+from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
 from scalewise.revisions import RollbackPlan
 from scalewise.spec import WorkloadSpec
 
@@ -66,3 +77,48 @@ class Orchestrator(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # -- canary (issue 9 item 3) ------------------------------------------------------------------
+
+    def read_canary(self, spec: WorkloadSpec) -> CanaryState | None:
+        """The workload's canary, ``None`` when it has none."""
+        ...
+
+    def set_canary(self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> CanaryState:
+        """Run ``canary`` (the new revision's whole spec) on ``weight`` percent of the replicas."""
+        ...
+
+    def promote_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        """Roll the stable to the canary's spec, then remove the canary; PermanentError without one."""
+        ...
+
+    def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        """Remove the canary (none: nothing to do); the stable stays as it is."""
+        ...
+
+
+def no_canary(target: str, name: str) -> PermanentError:
+    """The error of a target that has no canary support (yet)."""
+    return PermanentError(
+        f"{target} workload {name!r}: update.strategy canary is not supported on target {target}"
+        " (supported: docker); use a rolling update"
+    )
+
+
+class NoCanary:
+    """The canary methods of a target without canary support: reading finds none, writing raises
+    :func:`no_canary` naming the target (Swarm and Kubernetes for now)."""
+
+    target: str
+
+    def read_canary(self, spec: WorkloadSpec) -> CanaryState | None:
+        return None
+
+    def set_canary(self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> CanaryState:
+        raise no_canary(self.target, spec.name)
+
+    def promote_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        raise no_canary(self.target, spec.name)
+
+    def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        raise no_canary(self.target, spec.name)

@@ -59,6 +59,8 @@ LABEL_SPEC_HASH = "scalewise.spec-hash"
 LABEL_ROLE = "scalewise.role"
 ROLE_REPLICA = "replica"
 ROLE_ANCHOR = "anchor"
+#: Plain engine: replicas of a canary (never counted as the stable's replicas).
+ROLE_CANARY = "canary"
 
 DEFAULT_TIMEOUT_S = 30
 NS = 1_000_000_000
@@ -149,6 +151,7 @@ __all__ = [
     "LABEL_WORKLOAD",
     "NS",
     "ROLE_ANCHOR",
+    "ROLE_CANARY",
     "ROLE_REPLICA",
     "is_connection_error",
     "map_docker_error",

@@ -12,7 +12,10 @@ Behaviour, as every adapter's:
   :func:`~scalewise.revisions.record_revision`; ``apply_rollback`` restores the plan's revision;
 - an image in ``broken_images`` never becomes ready: created with it, the workload stays unready (a
   bounded wait times out); updated to it, the rollout fails, the old revision stays and
-  :class:`RolloutFailed` names it.
+  :class:`RolloutFailed` names it; as a canary, ``set_canary`` raises CanaryFailed and the unready
+  canary stays until aborted.
+- a canary is kept beside the workload (never in its counts or version); ``promote_canary`` is a
+  rollout to the canary's spec.
 """
 
 from __future__ import annotations
@@ -22,11 +25,19 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from scalewise.errors import ConflictError, NotFoundError, PermanentError, RolloutFailed
-from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.errors import CanaryFailed, ConflictError, NotFoundError, PermanentError, RolloutFailed
+from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.waiting import poll_converged
-from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision
+from scalewise.policy.canary import canary_replicas
+from scalewise.revisions import (
+    RollbackPlan,
+    record_revision,
+    render_template,
+    restore,
+    spec_revision,
+    template_hash,
+)
 from scalewise.spec import WorkloadSpec
 
 #: The test image whose health check always fails (``scripts/build-images.sh``).
@@ -58,6 +69,14 @@ class _Workload:
     revision: int = 1
     update_state: str | None = None
     message: str | None = None
+    canary: _Canary | None = None
+
+
+@dataclass
+class _Canary:
+    spec: WorkloadSpec
+    weight: int
+    desired: int
 
 
 class FakeOrchestrator:
@@ -191,6 +210,50 @@ class FakeOrchestrator:
     def remove(self, spec: WorkloadSpec) -> None:
         with self._lock:
             self._workloads.pop(spec.name, None)
+
+    # ----------------------------------------------------------------------------- canary
+
+    def _canary_state(self, c: _Canary) -> CanaryState:
+        template = render_template(c.spec)
+        ready = 0 if c.spec.image in self.broken_images else c.desired
+        return CanaryState(
+            name=c.spec.name, image=c.spec.image, weight=c.weight, desired_replicas=c.desired,
+            ready_replicas=ready, spec_hash=template_hash(template), template=template,
+        )
+
+    def read_canary(self, spec: WorkloadSpec) -> CanaryState | None:
+        with self._lock:
+            c = self._get(spec).canary
+            return self._canary_state(c) if c is not None else None
+
+    def set_canary(self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> CanaryState:
+        with self._lock:
+            w = self._get(spec)
+            if w.canary is not None and render_template(w.canary.spec) != render_template(canary):
+                raise PermanentError(
+                    f"fake workload {spec.name!r}: a canary of {w.canary.spec.image} is running;"
+                    " promote or abort it first"
+                )
+            w.canary = _Canary(spec=canary, weight=weight, desired=canary_replicas(weight, w.desired))
+            state = self._canary_state(w.canary)
+        if state.ready_replicas < state.desired_replicas:
+            raise CanaryFailed(spec.name, f"{canary.image}: never became healthy")
+        return state
+
+    def promote_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        with self._lock:
+            w = self._get(spec)
+            if w.canary is None:
+                raise PermanentError(f"fake workload {spec.name!r}: no canary to promote")
+            state = self._roll_out(spec, w, w.canary.spec, "promote")
+            w.canary = None
+            return state
+
+    def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        with self._lock:
+            w = self._get(spec)
+            w.canary = None
+            return self._state(spec, w)
 
     # ----------------------------------------------------------------------------- waiting
 

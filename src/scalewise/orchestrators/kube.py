@@ -125,7 +125,7 @@ from scalewise.errors import (
     UnreachableError,
 )
 from scalewise.model import ConvergeResult, Revision, WorkloadState
-from scalewise.orchestrators.base import ProgressFn
+from scalewise.orchestrators.base import NoCanary, ProgressFn
 from scalewise.orchestrators.history import dump_history, dump_template, parse_history, parse_template
 from scalewise.orchestrators.waiting import poll_converged
 from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision, template_hash
@@ -286,7 +286,7 @@ def _dump_history(history: list[Revision]) -> str:
     return dump_history(history)
 
 
-class KubernetesOrchestrator:
+class KubernetesOrchestrator(NoCanary):
     """The :class:`~scalewise.orchestrators.base.Orchestrator` for a Kubernetes cluster."""
 
     target = "kubernetes"

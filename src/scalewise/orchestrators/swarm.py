@@ -75,7 +75,7 @@ import docker
 
 from scalewise.errors import ConflictError, NotFoundError, PermanentError
 from scalewise.model import ConvergeResult, Revision, WorkloadState
-from scalewise.orchestrators.base import ProgressFn
+from scalewise.orchestrators.base import NoCanary, ProgressFn
 from scalewise.orchestrators.docker_common import (
     DEFAULT_TIMEOUT_S,
     LABEL_MANAGED,
@@ -123,7 +123,7 @@ def _current_revision(labels: dict[str, str], history: list[Revision]) -> int:
         return history[-1].number
 
 
-class SwarmOrchestrator:
+class SwarmOrchestrator(NoCanary):
     """The :class:`~scalewise.orchestrators.base.Orchestrator` for a Docker Swarm (manager node)."""
 
     target = "swarm"

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import docker
 
 from scalewise.errors import ConflictError, NotFoundError, PermanentError
-from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators import docker_common
 from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.docker_common import DEFAULT_TIMEOUT_S
+from scalewise.orchestrators.engine import canary as canaries
 from scalewise.orchestrators.engine.containers import Containers, mapped
 from scalewise.orchestrators.engine.labels import Group, Record, template_hash
 from scalewise.orchestrators.engine.lock import LOCK_TIMEOUT_S, workload_lock
@@ -187,8 +188,40 @@ class EngineOrchestrator:
     def remove(self, spec: WorkloadSpec) -> None:
         with workload_lock(spec.name, LOCK_TIMEOUT_S):
             group = self.containers.group(spec.name)
-            self.containers.remove_many(spec.name, group.replicas, min(spec.stop_grace_period, 10.0))
+            self.containers.remove_many(
+                spec.name, [*group.canaries, *group.replicas], min(spec.stop_grace_period, 10.0)
+            )
             self.containers.remove_many(spec.name, group.anchors, grace_s=0)
+
+    # ----------------------------------------------------------------------------- canary
+
+    def read_canary(self, spec: WorkloadSpec) -> CanaryState | None:
+        return canaries.read(self.containers.group(spec.name))
+
+    def set_canary(self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> CanaryState:
+        if not 0 <= weight <= 100:
+            raise PermanentError(f"docker workload {spec.name!r}: weight {weight} is outside [0, 100]")
+        with workload_lock(spec.name, canary.update.timeout + LOCK_TIMEOUT_S):
+            self._checked(spec, None)
+            reconcile(self.containers, spec)
+            canaries.set_weight(self.containers, spec, canary, weight)
+            state = self.read_canary(spec)
+        if state is None:  # removed under us (docker rm): say so rather than report a canary
+            raise PermanentError(f"docker workload {spec.name!r}: the canary's containers disappeared")
+        return state
+
+    def promote_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        with workload_lock(spec.name, spec.update.timeout + LOCK_TIMEOUT_S):
+            self._checked(spec, None)
+            reconcile(self.containers, spec)
+            canaries.promote(self.containers, spec)
+            return self.read(spec)
+
+    def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        with workload_lock(spec.name, LOCK_TIMEOUT_S):
+            self._checked(spec, None)
+            canaries.abort(self.containers, spec)
+            return self.read(spec)
 
     # ----------------------------------------------------------------------------- waiting
 

@@ -35,6 +35,7 @@ from scalewise.orchestrators.engine.labels import (
     LABEL_UPDATE_STATE,
     LABEL_WORKLOAD,
     ROLE_ANCHOR,
+    ROLE_CANARY,
     ROLE_REPLICA,
     SWARM_TASK_LABEL,
     Box,
@@ -76,6 +77,7 @@ class Containers:
             healthy_ids = {c["Id"] for c in self.api.containers(filters={**filters, "health": "healthy"})}
         anchors: list[Box] = []
         replicas: list[Box] = []
+        canaries: list[Box] = []
         for c in listed:
             labels: dict[str, str] = c.get("Labels") or {}
             if SWARM_TASK_LABEL in labels or labels.get(LABEL_WORKLOAD) != name:
@@ -89,6 +91,9 @@ class Containers:
                 healthy=c["Id"] in healthy_ids,
                 created=int(c.get("Created", 0) or 0),
             )
+            if box.role == ROLE_CANARY:
+                canaries.append(box)
+                continue
             if box.state in ("removing", "dead"):
                 if box.role == ROLE_REPLICA:
                     replicas.append(box)
@@ -96,7 +101,8 @@ class Containers:
             (anchors if box.role == ROLE_ANCHOR else replicas).append(box)
         anchors.sort(key=lambda b: b.seq, reverse=True)
         replicas.sort(key=lambda b: (b.revision, b.slot, b.created))
-        return Group(name=name, anchors=anchors, replicas=replicas)
+        canaries.sort(key=lambda b: (b.slot, b.created))
+        return Group(name=name, anchors=anchors, replicas=replicas, canaries=canaries)
 
     def ensure_image(self, name: str, image: str) -> None:
         what = f"docker workload {name!r}: image {image!r}"
@@ -199,12 +205,16 @@ class Containers:
         desired: int,
         history: list[Revision],
         spec_hash: str,
+        role: str = ROLE_REPLICA,
+        extra_labels: dict[str, str] | None = None,
     ) -> str:
+        """Create and start one container of ``spec``: a replica, or (``role`` canary) a canary one."""
         labels = {
             **spec.labels,
+            **(extra_labels or {}),
             LABEL_WORKLOAD: spec.name,
             LABEL_MANAGED: "true",
-            LABEL_ROLE: ROLE_REPLICA,
+            LABEL_ROLE: role,
             LABEL_REVISION: str(revision),
             LABEL_IMAGE: image,
             LABEL_SPEC_HASH: spec_hash,
@@ -225,7 +235,8 @@ class Containers:
             }
         ports: list[Any] = [(p.container, p.protocol) for p in spec.ports]
         bindings = {f"{p.container}/{p.protocol}": p.published for p in spec.ports if p.published is not None}
-        name = f"{spec.name}-r{revision}-{slot}-{secrets.token_hex(3)}"
+        kind = f"r{revision}" if role == ROLE_REPLICA else role
+        name = f"{spec.name}-{kind}-{slot}-{secrets.token_hex(3)}"
         what = f"docker workload {spec.name!r}: create container {name}"
         with mapped(what):
             host_config = self.api.create_host_config(
@@ -279,8 +290,8 @@ class Containers:
                 future.result()
 
     @staticmethod
-    def free_slots(group: Group, count: int) -> list[int]:
-        used = {b.slot for b in group.replicas}
+    def free_slots(group: Group, count: int, canary: bool = False) -> list[int]:
+        used = {b.slot for b in (group.canaries if canary else group.replicas)}
         slots: list[int] = []
         candidate = 1
         while len(slots) < count:

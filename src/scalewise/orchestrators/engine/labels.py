@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scalewise.errors import NotFoundError
 from scalewise.model import Revision
@@ -21,6 +21,7 @@ from scalewise.orchestrators.docker_common import (
     LABEL_SPEC_HASH,
     LABEL_WORKLOAD,
     ROLE_ANCHOR,
+    ROLE_CANARY,
     ROLE_REPLICA,
 )
 from scalewise.orchestrators.history import parse_history
@@ -34,6 +35,9 @@ LABEL_ANCHOR_SEQ = "scalewise.anchor-seq"
 LABEL_UPDATE_STATE = "scalewise.update-state"
 LABEL_UPDATE_MESSAGE = "scalewise.update-message"
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"
+LABEL_CANARY_WEIGHT = "scalewise.canary-weight"
+LABEL_CANARY_TEMPLATE = "scalewise.canary-template"
+LABEL_CANARY_HASH = "scalewise.canary-hash"
 
 
 def _int(value: str | None, default: int = 0) -> int:
@@ -122,6 +126,8 @@ class Group:
     name: str
     anchors: list[Box]  # newest (highest seq) first
     replicas: list[Box]
+    #: Canary replicas (``scalewise.role=canary``): never in the record, the counts or the version.
+    canaries: list[Box] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -173,6 +179,9 @@ class Group:
 
 __all__ = [
     "LABEL_ANCHOR_SEQ",
+    "LABEL_CANARY_HASH",
+    "LABEL_CANARY_TEMPLATE",
+    "LABEL_CANARY_WEIGHT",
     "LABEL_DESIRED",
     "LABEL_HEALTHCHECK",
     "LABEL_IMAGE",
@@ -186,6 +195,7 @@ __all__ = [
     "LABEL_UPDATE_STATE",
     "LABEL_WORKLOAD",
     "ROLE_ANCHOR",
+    "ROLE_CANARY",
     "ROLE_REPLICA",
     "SWARM_TASK_LABEL",
     "Box",

@@ -1,0 +1,142 @@
+"""The canary part of the orchestrator protocol (``read_canary``, ``set_canary``, ``promote_canary``,
+``abort_canary``), run against the in-memory fake (fast tier) and the plain Docker engine; Swarm and
+Kubernetes refuse a canary naming their target."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scalewise.errors import CanaryFailed, PermanentError
+from scalewise.model import WorkloadState
+from scalewise.orchestrators.base import Orchestrator
+from scalewise.orchestrators.kube import KubernetesOrchestrator
+from scalewise.orchestrators.swarm import SwarmOrchestrator
+from scalewise.spec import WorkloadSpec
+from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
+from tests.support.targets import TEST_SPEC_LABEL, TargetHarness, docker_cli
+
+TARGETS = ["fake", "docker"]
+WAIT_S = 90.0
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest) -> TargetHarness:
+    harness: TargetHarness = request.getfixturevalue(f"{request.param}_target")
+    return harness
+
+
+def roomy(spec: WorkloadSpec) -> WorkloadSpec:
+    """The harness' spec with a health check that rides out a loaded 2-core machine (a 1 s check
+    timing out twice in a row there is load, not a bad canary)."""
+    if spec.healthcheck is None:
+        return spec
+    check = spec.healthcheck.model_copy(update={"timeout": 5.0, "retries": 3})
+    return spec.model_copy(update={"healthcheck": check})
+
+
+def deployed(orch: Orchestrator, spec: WorkloadSpec) -> WorkloadState:
+    orch.apply(spec)
+    result = orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.5)
+    assert result.converged, result
+    return result.state
+
+
+def steady(state: WorkloadState) -> tuple[int, int, str, int, str]:
+    """What a canary must never change about the stable."""
+    return state.desired_replicas, state.ready_replicas, state.image, state.revision, state.version
+
+
+def test_weight_is_a_replica_ratio_beside_an_untouched_stable_and_promote_rolls_the_stable(
+    target: TargetHarness,
+) -> None:
+    orch, spec = target.orchestrator, roomy(target.make_spec(replicas=3))
+    before = deployed(orch, spec)
+    assert orch.read_canary(spec) is None
+
+    first = orch.set_canary(spec, spec.with_image(IMAGE_V2), 20)
+    assert (first.image, first.weight, first.desired_replicas, first.ready_replicas) == (IMAGE_V2, 20, 1, 1)
+    assert first.template is not None and first.template["image"] == IMAGE_V2
+    assert steady(orch.read(spec)) == steady(before)  # counts, revision and version ignore the canary
+    assert [r.image for r in orch.revisions(spec)] == [IMAGE_V1]
+
+    again = orch.set_canary(spec, spec.with_image(IMAGE_V2), 20)  # repeatable
+    assert again.desired_replicas == 1
+    wider = orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
+    assert (wider.desired_replicas, wider.ready_replicas) == (2, 2)  # ceil(50% of 3)
+    assert steady(orch.read(spec)) == steady(before)
+
+    after = orch.promote_canary(spec)
+    assert (after.image, after.revision, after.desired_replicas) == (IMAGE_V2, before.revision + 1, 3)
+    assert orch.read_canary(spec) is None
+    assert [r.image for r in orch.revisions(spec)][-1] == IMAGE_V2
+    settled = orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.5)
+    assert settled.converged and settled.state.ready_replicas == 3
+    with pytest.raises(PermanentError, match="no canary to promote"):
+        orch.promote_canary(spec)
+
+
+def test_abort_removes_the_canary_and_leaves_the_stable_as_it_was(target: TargetHarness) -> None:
+    orch, spec = target.orchestrator, roomy(target.make_spec(replicas=2))
+    before = deployed(orch, spec)
+    orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
+    with pytest.raises(PermanentError, match="promote or abort it first"):
+        orch.set_canary(spec, spec.with_image(IMAGE_V3), 50)  # one canary at a time
+    after = orch.abort_canary(spec)
+    assert orch.read_canary(spec) is None
+    assert steady(after) == steady(before)
+    assert [r.image for r in orch.revisions(spec)] == [IMAGE_V1]
+    assert steady(orch.abort_canary(spec)) == steady(before)  # nothing left: a no-op
+
+
+def test_a_canary_that_never_becomes_ready_fails_and_stays_until_aborted(target: TargetHarness) -> None:
+    orch, spec = target.orchestrator, roomy(target.make_spec(replicas=2, timeout=30))
+    before = deployed(orch, spec)
+    with pytest.raises(CanaryFailed, match=target.broken_image):
+        orch.set_canary(spec, spec.with_image(target.broken_image), 10)
+    left = orch.read_canary(spec)
+    assert left is not None and left.ready_replicas == 0
+    assert orch.read(spec).ready_replicas == before.desired_replicas
+    assert steady(orch.abort_canary(spec))[:4] == steady(before)[:4]
+    assert orch.read_canary(spec) is None
+
+
+def test_the_stable_scales_while_a_canary_runs_and_the_next_weight_follows(target: TargetHarness) -> None:
+    orch, spec = target.orchestrator, roomy(target.make_spec(replicas=2))
+    before = deployed(orch, spec)
+    orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
+    scaled = orch.set_replicas(spec, 4, before.version)  # the autoscaler's write: the canary is no conflict
+    assert scaled.desired_replicas == 4
+    canary = orch.read_canary(spec)
+    assert canary is not None and canary.desired_replicas == 1
+    assert orch.set_canary(spec, spec.with_image(IMAGE_V2), 50).desired_replicas == 2  # ceil(50% of 4)
+    orch.abort_canary(spec)
+
+
+def test_engine_canary_containers_share_the_stable_labels_and_are_marked(docker_target: TargetHarness) -> None:
+    orch, spec = docker_target.orchestrator, roomy(docker_target.make_spec(replicas=2))
+    deployed(orch, spec)
+    orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
+    listed = docker_cli("ps", "-q", "--filter", f"label=scalewise.workload={spec.name}",
+                        "--filter", f"label={TEST_SPEC_LABEL}=1")
+    labels = [json.loads(docker_cli("inspect", "-f", "{{json .Config.Labels}}", cid).stdout)
+              for cid in listed.stdout.split()]
+    roles = sorted(item["scalewise.role"] for item in labels)
+    assert roles == ["canary", "replica", "replica"]
+    canary = next(item for item in labels if item["scalewise.role"] == "canary")
+    assert canary["scalewise.image"] == IMAGE_V2 and canary["scalewise.canary-weight"] == "50"
+    orch.abort_canary(spec)
+
+
+@pytest.mark.parametrize("adapter", [SwarmOrchestrator, KubernetesOrchestrator])
+def test_swarm_and_kubernetes_refuse_a_canary_naming_the_target(
+    adapter: type[SwarmOrchestrator] | type[KubernetesOrchestrator], fake_target: TargetHarness
+) -> None:
+    spec = fake_target.make_spec()
+    orch = object.__new__(adapter)  # no client needed: these methods never reach the target
+    assert orch.read_canary(spec) is None
+    for call in (lambda: orch.set_canary(spec, spec, 20), lambda: orch.promote_canary(spec),
+                 lambda: orch.abort_canary(spec)):
+        with pytest.raises(PermanentError, match=f"not supported on target {orch.target}"):
+            call()
