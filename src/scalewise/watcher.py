@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from scalewise import autoscaler, selfmetrics
+from scalewise import autoscaler, selfmetrics, ticker
 from scalewise.audit import workload_resource_id
 from scalewise.metrics.base import Clock, MetricSource, utc_now
 from scalewise.policy.config import MetricTarget
@@ -287,16 +287,4 @@ class Watcher:
         """Tick every ``interval_s`` (bounded to [0.2s, 300s]) until ``stop`` or ``max_ticks``."""
         if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
             raise ValueError(f"interval must be within [{MIN_INTERVAL_S:g}s, {MAX_INTERVAL_S:g}s]")
-        stop = stop or threading.Event()
-        ticks = 0
-        next_at = time.monotonic()
-        while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-            self.tick()
-            ticks += 1
-            next_at += interval_s
-            delay = next_at - time.monotonic()
-            if delay < 0:
-                next_at, delay = time.monotonic(), 0.0
-            if stop.wait(delay):
-                break
-        return ticks
+        return ticker.every(interval_s, lambda _: self.tick(), max_ticks=max_ticks, stop=stop)
