@@ -274,7 +274,7 @@ def label_selector(selector: dict[str, Any]) -> str:
     return ",".join(terms)
 
 
-def _pod_replica(pod: dict[str, Any]) -> ReplicaInfo | None:
+def pod_replica(pod: dict[str, Any]) -> ReplicaInfo | None:
     """A pod as a replica, or None when it is being deleted or has finished."""
     phase = _get(pod, "status", "phase", default="Pending")
     if _get(pod, "metadata", "deletionTimestamp") or phase in ("Succeeded", "Failed"):
@@ -562,7 +562,7 @@ class KubernetesOrchestrator:
             raise PermanentError(f"kubernetes {self._plural(spec)} {spec.name!r}: no pod selector")
         ns = spec.kubernetes.namespace
         data = self._call("list", "pods", ns, "", self.core.list_namespaced_pod, ns, label_selector=selector)
-        found = (_pod_replica(pod) for pod in data.get("items") or [])
+        found = (pod_replica(pod) for pod in data.get("items") or [])
         return sorted((r for r in found if r is not None), key=lambda r: r.id)
 
     # ----------------------------------------------------------------------------- ownership
