@@ -84,15 +84,24 @@ def read_listed(harness: TargetHarness, replicas: int) -> tuple[WorkloadSpec, li
         time.sleep(0.5)
 
 
-def test_engine_workload_read_through_its_listing(docker_target: TargetHarness) -> None:
+def names_of(client: docker.DockerClient, listing: list[ReplicaInfo]) -> list[tuple[str, str]]:
+    """(id, the engine's name of its container) per listed replica: the ids must be the container names."""
+    return [(r.id, client.containers.get(r.container_id).name) for r in listing if r.container_id]
+
+
+def test_engine_workload_read_through_its_listing(docker_target: TargetHarness, client: docker.DockerClient) -> None:
     _, listing, values = read_listed(docker_target, 2)
     assert set(values) == {r.id for r in listing}
+    named = names_of(client, listing)
+    assert len(named) == 2 and all(a == b for a, b in named), named
     assert all(v >= 0 for v in values.values())
 
 
-def test_swarm_tasks_read_through_their_listing(swarm_target: TargetHarness) -> None:
+def test_swarm_tasks_read_through_their_listing(swarm_target: TargetHarness, client: docker.DockerClient) -> None:
     spec, listing, values = read_listed(swarm_target, 2)
     assert set(values) == {r.id for r in listing}
+    named = names_of(client, listing)
+    assert len(named) == 2 and all(a == b for a, b in named), named
     name = spec.name
     assert {k.rsplit(".", 1)[0] for k in values} == {f"{name}.1", f"{name}.2"}, values  # <service>.<slot>.<task>
 
