@@ -14,6 +14,10 @@ Rules every adapter follows:
   revision (a new revision number, like ``kubectl rollout undo``). It never chooses a target itself.
 - Every write that changes the rendered spec records a revision with
   :func:`~scalewise.revisions.record_revision` (the one numbering rule).
+- ``replicas`` lists the workload's live replicas (one :class:`~scalewise.policy.readings.ReplicaInfo`
+  each, sorted by id): ids unique and stable for a replica's life, named like its per-replica metric
+  series; ``ready`` as the adapter's ``ready_replicas`` counts it; ``pending`` for a replica not started
+  yet; ``container_id`` on the Docker targets. Replicas being removed are not listed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from scalewise.model import ConvergeResult, Revision, WorkloadState
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan
 from scalewise.spec import WorkloadSpec
 
@@ -60,6 +65,10 @@ class Orchestrator(Protocol):
     ) -> ConvergeResult: ...
 
     def revisions(self, spec: WorkloadSpec) -> list[Revision]: ...
+
+    def replicas(self, spec: WorkloadSpec) -> list[ReplicaInfo]:
+        """The live replicas, sorted by id (see the module rules); NotFoundError if the workload does not exist."""
+        ...
 
     def remove(self, spec: WorkloadSpec) -> None:
         """Delete the workload and everything it owns; no error if it is already gone."""

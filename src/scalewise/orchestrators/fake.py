@@ -12,7 +12,10 @@ Behaviour, as every adapter's:
   :func:`~scalewise.revisions.record_revision`; ``apply_rollback`` restores the plan's revision;
 - an image in ``broken_images`` never becomes ready: created with it, the workload stays unready (a
   bounded wait times out); updated to it, the rollout fails, the old revision stays and
-  :class:`RolloutFailed` names it.
+  :class:`RolloutFailed` names it;
+- ``replicas`` lists one replica per desired count, ids ``<name>-<n>`` (never reused): scaling out adds
+  new ids, scaling in drops the newest, a rollout replaces them all; none is pending, all are ready
+  unless the image is broken.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from scalewise.errors import ConflictError, NotFoundError, PermanentError, Rollo
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.waiting import poll_converged
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision
 from scalewise.spec import WorkloadSpec
 
@@ -58,6 +62,7 @@ class _Workload:
     revision: int = 1
     update_state: str | None = None
     message: str | None = None
+    replica_ids: list[str] = field(default_factory=list)
 
 
 class FakeOrchestrator:
@@ -70,6 +75,7 @@ class FakeOrchestrator:
         self.clock = VirtualClock()
         self._workloads: dict[str, _Workload] = {}
         self._versions = itertools.count(1)
+        self._replica_seq = itertools.count(1)
         self._lock = threading.RLock()
 
     # ----------------------------------------------------------------------------- reads
@@ -108,6 +114,21 @@ class FakeOrchestrator:
         with self._lock:
             return list(self._get(spec).history)
 
+    def replicas(self, spec: WorkloadSpec) -> list[ReplicaInfo]:
+        with self._lock:
+            w = self._get(spec)
+            ready = w.spec.image not in self.broken_images
+            return sorted((ReplicaInfo(id=rid, ready=ready) for rid in w.replica_ids), key=lambda r: r.id)
+
+    def _resize(self, w: _Workload, replicas: int, *, replace: bool = False) -> None:
+        """``replicas`` ids: the newest go first on scale-in, new ids on scale-out; ``replace``: all new."""
+        if replace:
+            w.replica_ids = []
+        del w.replica_ids[replicas:]
+        while len(w.replica_ids) < replicas:
+            w.replica_ids.append(f"{w.spec.name}-{next(self._replica_seq)}")
+        w.desired = replicas
+
     def live_env(self, spec: WorkloadSpec) -> list[dict[str, str]]:
         """The environment each replica runs with (what a test reads around the adapter)."""
         with self._lock:
@@ -139,6 +160,7 @@ class FakeOrchestrator:
             raise RolloutFailed(spec.name, w.message, rolled_back_to=w.revision)
         w.history, w.revision = record_revision(w.history, new, datetime.now(UTC), at_least=w.revision, force_new=True)
         w.spec = new
+        self._resize(w, w.desired, replace=True)
         w.update_state = "completed"
         w.message = f"{reason} to {new.image} completed"
         self._bump(w)
@@ -153,10 +175,11 @@ class FakeOrchestrator:
                 desired = spec.replicas.start if replicas is None else replicas
                 history = [spec_revision(spec, 1, datetime.now(UTC))]
                 w = _Workload(spec=spec, desired=desired, version=next(self._versions), history=history)
+                self._resize(w, desired)
                 self._workloads[spec.name] = w
                 return self._state(spec, w)
             if replicas is not None and replicas != w.desired:
-                w.desired = replicas
+                self._resize(w, replicas)
                 self._bump(w)
             if render_template(spec) != render_template(w.spec):
                 return self._roll_out(spec, w, spec, "apply")
@@ -167,7 +190,7 @@ class FakeOrchestrator:
         with self._lock:
             w = self._checked(spec, expected_version)
             if replicas != w.desired:
-                w.desired = replicas
+                self._resize(w, replicas)
                 w.message = f"scaled to {replicas}"
                 self._bump(w)
             return self._state(spec, w)
