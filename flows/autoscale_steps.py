@@ -18,7 +18,6 @@ plans create action records; every decision is logged and counted in the self-me
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -31,7 +30,6 @@ from scalewise import autoscaler, selfmetrics
 from scalewise.audit import ActionRecord, Snapshot, Trigger
 from scalewise.autoscaler import AutoscaleError, Evaluation, Held, Result
 from scalewise.hold import REASON as HOLD_REASON
-from scalewise.metrics.base import MetricReading
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from tasks.autoscale import FLOW_READS, save_policy_state
@@ -48,7 +46,7 @@ class _Final:
 
 def _act_body(
     spec: WorkloadSpec,
-    readings: Sequence[MetricReading],
+    seen: Evaluation,
     final: _Final,
     reason: str,
     wait: bool,
@@ -56,8 +54,11 @@ def _act_body(
 ) -> Any:
     def body(spec: WorkloadSpec, record: ActionRecord) -> None:
         fresh = require_state(spec)
-        # re-decided on the same readings, with the state, hold and policy state read again
-        reads = replace(FLOW_READS, state=lambda _: fresh, metrics=lambda _: readings)
+        # re-decided on the same readings (and the replica listing they were read with), with the
+        # state, hold and policy state read again
+        inputs = seen.decision.inputs
+        reads = replace(FLOW_READS, state=lambda _: fresh, replicas=lambda _: inputs.replicas,
+                        metrics=lambda _, __: inputs.readings)
         ev = autoscaler.evaluate_workload(spec, reads)
         if isinstance(ev, Held):
             if not ev.pinned:
@@ -174,7 +175,7 @@ def _act(
     error: BaseException | None = None
     record: ActionRecord | None = None
     try:
-        body = _act_body(spec, ev.decision.inputs.readings, final, reason, wait, timeout_s)
+        body = _act_body(spec, ev, final, reason, wait, timeout_s)
         record = run_action("autoscale", name, body, reason=reason, dry_run=False, **audit)
     except Exception as exc:
         error = exc

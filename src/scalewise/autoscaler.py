@@ -185,12 +185,16 @@ def select(
 
 
 def read_metrics(
-    spec: WorkloadSpec, found: Mapping[str, MetricSource], clock: Clock = utc_now
+    spec: WorkloadSpec,
+    found: Mapping[str, MetricSource],
+    clock: Clock = utc_now,
+    replicas: Sequence[ReplicaInfo] | None = None,
 ) -> list[MetricReading]:
-    """One reading per configured metric; failures are failed readings (never zeros, never raised)."""
+    """One reading per configured metric; failures are failed readings (never zeros, never raised).
+    ``replicas`` is the orchestrator's listing for this read (the ``docker_cpu`` source samples it)."""
     if spec.autoscaling is None:
         return []
-    return read_all(spec.autoscaling.metrics, WorkloadRef.of(spec), found, clock)
+    return read_all(spec.autoscaling.metrics, WorkloadRef.of(spec, replicas), found, clock)
 
 
 def initial_state(spec: WorkloadSpec, current: int, now: datetime) -> PolicyState:
@@ -216,7 +220,8 @@ def forecast_input(
 #
 # ``evaluate_workload(spec, reads)`` reads the inputs in a fixed order through the caller's ``Reads``
 # (task calls in the flow, plain functions in ``plan`` and the fast loop): the manual hold, the
-# orchestrator state, the persisted PolicyState, the metrics, then the forecast at ``now``. A hold, a
+# orchestrator state and its replica listing, the persisted PolicyState, the metrics (given the
+# listing), then the forecast at ``now``; the listing's readiness goes to the policy too. A hold, a
 # workload not deployed or a failed read ends there with a ``Held`` (never a guess); otherwise
 # ``evaluate(spec, observed)`` decides (pure: the backtest calls it with the inputs it simulates).
 # The service logs and counts nothing: its callers do (``Held.warning``, ``Held.stage``).
@@ -270,7 +275,8 @@ class Reads:
     state: Callable[[WorkloadSpec], WorkloadState | None]
     policy: Callable[[str], PolicyState | None]
     hold: Callable[[str], ManualHold | None]
-    metrics: Callable[[WorkloadSpec], Sequence[MetricReading]]
+    replicas: Callable[[WorkloadSpec], Sequence[ReplicaInfo] | None]
+    metrics: Callable[[WorkloadSpec, Sequence[ReplicaInfo] | None], Sequence[MetricReading]]
     forecast: Callable[[WorkloadSpec, datetime], Forecast | None]  # called for predictive workloads only
 
     @classmethod
@@ -279,6 +285,7 @@ class Reads:
         state: Callable[[WorkloadSpec], WorkloadState | None],
         policy: Callable[[str], PolicyState | None],
         hold: Callable[[str], ManualHold | None] = lambda _: None,
+        replicas: Callable[[WorkloadSpec], Sequence[ReplicaInfo] | None] = lambda _: None,
         *,
         found: Callable[[], Mapping[str, MetricSource]] | None = None,
         load_model: ModelLoader | None = None,
@@ -287,7 +294,7 @@ class Reads:
         """Metrics and forecast read in process through the metric sources (default :func:`sources`)."""
         get = found or sources
         return cls(
-            state, policy, hold, lambda spec: read_metrics(spec, get(), clock),
+            state, policy, hold, replicas, lambda spec, listed: read_metrics(spec, get(), clock, listed),
             lambda spec, now: forecast_input(spec, get(), now, load_model),
         )
 
@@ -337,7 +344,7 @@ def _hold_of(spec: WorkloadSpec, read: Callable[[str], ManualHold | None], now: 
 
 
 def observe(spec: WorkloadSpec, reads: Reads, clock: Clock = utc_now) -> Observed | Held:
-    """Read what one evaluation needs, in order (hold, state, policy state, metrics, forecast)."""
+    """Read what one evaluation needs, in order (hold, state, replicas, policy state, metrics, forecast)."""
     name = spec.name
     held = _hold_of(spec, reads.hold, clock())
     if held is not None:
@@ -347,15 +354,19 @@ def observe(spec: WorkloadSpec, reads: Reads, clock: Clock = utc_now) -> Observe
         return state
     if state is None:
         return Held(Result(workload=name, outcome="skipped", reason="not_deployed"))
+    listed = _read_or_hold(lambda: reads.replicas(spec), name, "orchestrator_error", "replicas",
+                           "replica listing failed")
+    if isinstance(listed, Held):
+        return listed
     policy = _read_or_hold(lambda: reads.policy(name), name, "policy_state_error", "policy_state",
                            "policy state unreadable")
     if isinstance(policy, Held):
         return policy
-    readings = reads.metrics(spec)
+    readings = reads.metrics(spec, listed)
     now = clock()
     predictive = spec.autoscaling is not None and spec.autoscaling.predictive is not None
     forecast = reads.forecast(spec, now) if predictive else None
-    return Observed(state, readings, policy, now, forecast)
+    return Observed(state, readings, policy, now, forecast, listed)
 
 
 def evaluate_workload(spec: WorkloadSpec, reads: Reads, clock: Clock = utc_now) -> Evaluation | Held:

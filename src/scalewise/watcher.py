@@ -31,7 +31,7 @@ from scalewise import autoscaler, selfmetrics, ticker
 from scalewise.audit import workload_resource_id
 from scalewise.metrics.base import Clock, MetricSource, utc_now
 from scalewise.policy.config import MetricTarget
-from scalewise.policy.readings import MetricReading
+from scalewise.policy.readings import MetricReading, ReplicaInfo
 from scalewise.spec import WorkloadSpec
 
 EVENT = "scalewise.threshold.crossed"
@@ -164,6 +164,17 @@ def orchestrator_replicas(spec: WorkloadSpec) -> int | None:
         return None
 
 
+def orchestrator_listing(spec: WorkloadSpec) -> list[ReplicaInfo] | None:
+    """The replicas the orchestrator lists (None when they cannot be listed: ``docker_cpu`` then fails its read)."""
+    from scalewise import orchestrators
+
+    try:
+        return orchestrators.for_target(spec.target).replicas(spec)
+    except Exception as exc:
+        log.debug("%s: replica listing unavailable: %s", spec.name, exc)
+        return None
+
+
 @dataclass
 class _Armed:
     fired_at: float | None = None
@@ -183,6 +194,7 @@ class Watcher:
         rules: Sequence[Threshold] = (),
         derived: bool = True,
         replicas: Callable[[WorkloadSpec], int | None] = orchestrator_replicas,
+        listing: Callable[[WorkloadSpec], list[ReplicaInfo] | None] = orchestrator_listing,
         repeat_s: float = 15.0,
         clock: Clock = utc_now,
     ) -> None:
@@ -195,6 +207,7 @@ class Watcher:
         self._rules = list(rules)
         self._derived = derived
         self._replicas = replicas
+        self._listing = listing
         self.repeat_s = repeat_s
         self._clock = clock
         self._state: dict[tuple[str, str, str, float], _Armed] = {}
@@ -225,7 +238,8 @@ class Watcher:
         rules = self._rules_for(spec)
         if not rules:
             return []
-        readings = {r.name: r for r in autoscaler.read_metrics(spec, found, self._clock)}
+        listed = self._listing(spec)
+        readings = {r.name: r for r in autoscaler.read_metrics(spec, found, self._clock, listed)}
         replicas = self._replicas(spec)
         metrics = {m.name: m for m in spec.autoscaling.metrics}
         out: list[Crossing] = []

@@ -15,10 +15,11 @@ from scalewise.hold import make_hold
 from scalewise.model import WorkloadState
 from scalewise.policy.decide import PolicyState
 from scalewise.policy.forecast import Forecast
-from scalewise.policy.readings import MetricReading
+from scalewise.policy.readings import MetricReading, ReplicaInfo
 from scalewise.spec import WorkloadSpec
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
+LISTED = [ReplicaInfo(id="web-1"), ReplicaInfo(id="web-2")]
 FORECAST = Forecast(value=90.0, horizon=90, forecaster="seasonal_window")
 PREDICTIVE = {"metric": "rps", "season": "1h", "seasons": 3, "step": "60s", "horizon": "90s"}
 
@@ -49,12 +50,17 @@ class Recorder:
             raise ConnectionError(f"{what} unavailable")
         return value
 
+    def readings(self, listed: Any) -> list[MetricReading]:
+        assert listed == LISTED  # the metrics are read with the orchestrator's listing
+        return [MetricReading(name="rps", value=self.rps, timestamp=NOW)]
+
     def reads(self) -> Reads:
         return Reads(
             state=lambda _: self._call("state", None if "absent" in self.fail else state()),
             policy=lambda _: self._call("policy", None),
             hold=lambda _: self._call("hold", self.held),
-            metrics=lambda _: self._call("metrics", [MetricReading(name="rps", value=self.rps, timestamp=NOW)]),
+            replicas=lambda _: self._call("replicas", LISTED),
+            metrics=lambda _, listed: self._call("metrics", self.readings(listed)),
             forecast=lambda _, now: self._call("forecast", FORECAST),
         )
 
@@ -63,8 +69,9 @@ def test_a_healthy_evaluation_reads_in_order_and_decides() -> None:
     rec = Recorder()
     ev = autoscaler.evaluate_workload(make_spec(), rec.reads(), clock=lambda: NOW)
     assert isinstance(ev, Evaluation)
-    assert rec.calls == ["hold", "state", "policy", "metrics"]  # no forecast read without `predictive`
+    assert rec.calls == ["hold", "state", "replicas", "policy", "metrics"]  # no forecast without `predictive`
     assert (ev.decision.current, ev.decision.desired, ev.decision.inputs.now) == (2, 4, NOW)
+    assert ev.decision.inputs.replicas == LISTED  # the listing's readiness goes to the policy
     assert ev.record(make_spec()).workload == "web"
 
 
@@ -80,7 +87,8 @@ def test_a_predictive_workload_reads_its_forecast_at_now() -> None:
     [
         ("hold", "hold_state_error", None, ["hold"], False),
         ("state", "orchestrator_error", "state", ["hold", "state"], True),
-        ("policy", "policy_state_error", "policy_state", ["hold", "state", "policy"], True),
+        ("replicas", "orchestrator_error", "replicas", ["hold", "state", "replicas"], True),
+        ("policy", "policy_state_error", "policy_state", ["hold", "state", "replicas", "policy"], True),
     ],
 )
 def test_a_failed_read_holds_and_reads_no_further(
