@@ -29,7 +29,8 @@ from tests.support.procs import wait_for
 from tests.support.prom_env import PromEnv
 from tests.test_autoscale_flow import QUERY, spec_doc
 
-pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom]
+# Each test makes several load-stretched waits in a row (tests.support.procs.MAX_STRETCH).
+pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = yaml.safe_load((ROOT / "prefect.yaml").read_text())

@@ -32,8 +32,8 @@ from scalewise.revisions import plan_rollback, same_spec
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
 from tests.support.faultproxy import fault_proxy
+from tests.support.prefect_env import task_run_counts
 from tests.support.targets import TargetHarness, roll_back
-from tests.test_faults import task_run_counts
 
 #: Targets reached over a network (the fault-proxy test routes their client through a proxy).
 REAL_TARGETS = ["swarm", "docker", "kubernetes"]

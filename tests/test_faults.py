@@ -3,19 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import select
-import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.scale import scale
 from scalewise import operations, orchestrators
@@ -26,64 +19,10 @@ from scalewise.model import WorkloadState
 from scalewise.orchestrators.swarm import SwarmOrchestrator
 from scalewise.spec import WorkloadSpec, parse_workload
 from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.faultproxy import fault_proxy
+from tests.support.prefect_env import task_run_counts
 
 DOCKER_SOCK = "/var/run/docker.sock"
-
-
-class FlakyDockerProxy(socketserver.ThreadingTCPServer):
-    """A loopback TCP front for the Docker socket that drops its first ``fail`` connections."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, fail: int) -> None:
-        self.fail = fail
-        self.seen = 0
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Pipe)
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.server_address[1]}"
-
-
-class _Pipe(socketserver.BaseRequestHandler):
-    server: FlakyDockerProxy
-
-    def handle(self) -> None:
-        with self.server.lock:
-            self.server.seen += 1
-            drop = self.server.seen <= self.server.fail
-        if drop:
-            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            self.request.close()  # RST: the client sees a connection error
-            return
-        upstream = socket.socket(socket.AF_UNIX)
-        upstream.connect(DOCKER_SOCK)
-        pair = {self.request: upstream, upstream: self.request}
-        with contextlib.suppress(OSError):
-            while True:
-                ready, _, _ = select.select(list(pair), [], [], 30)
-                if not ready:
-                    return
-                for sock in ready:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    pair[sock].sendall(data)
-        upstream.close()
-
-
-@contextlib.contextmanager
-def flaky_proxy(fail: int) -> Iterator[FlakyDockerProxy]:
-    server = FlakyDockerProxy(fail)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def spec_doc(name: str) -> dict[str, object]:
@@ -107,21 +46,15 @@ def swarm_workload(docker_engine: None, workloads_dir: Path) -> Iterator[Workloa
     orchestrators.reset()
 
 
-def task_run_counts(flow_run_id: str) -> dict[str, int]:
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.run_count for r in runs}
-
-
 @pytest.mark.prefect
 def test_dockerd_connection_errors_are_retried(
     swarm_workload: WorkloadSpec, prefect_server: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with flaky_proxy(fail=2) as proxy:
+    with fault_proxy(f"unix://{DOCKER_SOCK}", drop_first=2) as proxy:
         monkeypatch.setenv("DOCKER_HOST", proxy.url)
         orchestrators.reset()
         record = scale(workload=swarm_workload.name, replicas=2, trigger=Trigger(kind="api", actor="test"))
-        assert proxy.seen > 2
+        assert proxy.attempts > 2
     assert record.outcome == "succeeded" and record.after.replicas == 2
     counts = task_run_counts(str(record.flow_run_id))
     assert counts["read_state"] >= 2, counts  # the first attempt hit the dropped connections

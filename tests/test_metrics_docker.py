@@ -22,6 +22,12 @@ BUSY = ["/bin/sh", "-c", "while :; do :; done"]
 WAIT_S = 90.0
 
 
+def cpu_used_s(container: docker.models.containers.Container) -> float:
+    """CPU seconds the container has used so far, from the engine's own counters."""
+    stats = container.stats(stream=False, one_shot=True)
+    return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
+
 @pytest.fixture
 def client(docker_engine):
     c = docker.from_env()
@@ -42,11 +48,17 @@ def test_cpu_percent_of_the_listed_replicas(client):
     )
     try:
         src = DockerCpuSource(interval=0.5)
+        used_before, t_before = cpu_used_s(busy), time.monotonic()
         r = src.read(CPU, WorkloadRef(name, replicas=listing))
+        used_pct = 100 * (cpu_used_s(busy) - used_before) / (time.monotonic() - t_before)
         assert r.ok and r.values is not None, r
         assert set(r.values) == {f"{name}-busy", f"{name}-idle"}  # the pending replica is not sampled
         assert all(v >= 0 for v in r.values.values())
-        assert r.values[f"{name}-busy"] > 20, r.values  # a busy loop burns most of a core
+        # A busy loop burns what the machine gives it: most of a core when quiet, a few percent on a
+        # loaded 2-core machine. The source's figure must match the CPU the container was measured
+        # (by the engine's own counters) to have used around the read, and exceed the idle one's.
+        assert used_pct > 1, used_pct
+        assert r.values[f"{name}-busy"] > used_pct / 4, (r.values, used_pct)
         assert r.values[f"{name}-busy"] > r.values[f"{name}-idle"]
     finally:
         for c in (busy, idle, created):

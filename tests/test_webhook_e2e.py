@@ -30,7 +30,8 @@ from tests.support.procs import wait_until
 from tests.support.prom_env import start_prometheus
 from tests.support.webhook_env import UvicornThread
 
-pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom]
+# Each test makes several load-stretched waits in a row (tests.support.procs.MAX_STRETCH).
+pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom, pytest.mark.timeout(1500)]
 
 TOKEN = "e2e-alertmanager-token-5f2c"
 ALERT = "ScalewiseE2EHighLoad"

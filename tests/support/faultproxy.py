@@ -2,7 +2,8 @@
 
 While cut, every open connection is reset and new ones are reset on accept: the client sees the
 server gone (connection refused/reset), as during an engine or apiserver restart. ``restore()``
-lets connections through again. TLS passes through untouched (the proxy only copies bytes).
+lets connections through again. ``drop_first=N`` resets the first N connections only (a flaky
+link that recovers by itself). TLS passes through untouched (the proxy only copies bytes).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ class FaultProxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, upstream: str) -> None:
-        """``upstream``: ``unix:///path`` or ``host:port``."""
+    def __init__(self, upstream: str, drop_first: int = 0) -> None:
+        """``upstream``: ``unix:///path`` or ``host:port``; ``drop_first``: connections to reset first."""
         self.upstream = upstream
+        self.drop_first = drop_first
+        self.attempts = 0  # connections accepted, dropped or piped
         self.cut_now = threading.Event()
         self.lock = threading.Lock()
         self.open: set[socket.socket] = set()
@@ -35,6 +38,11 @@ class FaultProxy(socketserver.ThreadingTCPServer):
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        """The address as a Docker client's ``DOCKER_HOST``."""
+        return f"tcp://{self.address}"
 
     def connect_upstream(self) -> socket.socket:
         if self.upstream.startswith("unix://"):
@@ -68,7 +76,10 @@ class _Pipe(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         client: socket.socket = self.request
-        if self.server.cut_now.is_set():
+        with self.server.lock:
+            self.server.attempts += 1
+            dropped = self.server.attempts <= self.server.drop_first
+        if dropped or self.server.cut_now.is_set():
             reset(client)
             return
         try:
@@ -100,8 +111,8 @@ class _Pipe(socketserver.BaseRequestHandler):
 
 
 @contextlib.contextmanager
-def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
-    server = FaultProxy(upstream)
+def fault_proxy(upstream: str, drop_first: int = 0) -> Iterator[FaultProxy]:
+    server = FaultProxy(upstream, drop_first)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -123,3 +123,13 @@ def forget_project_deployments() -> None:
             client.delete_deployment(dep.id)
         for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=ids))):
             client.delete_flow_run(run.id)
+
+
+def task_run_counts(flow_run_id: str) -> dict[str, int]:
+    """How many times each task of a flow run ran (its name without the run suffix -> run_count)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r.run_count for r in runs}

@@ -32,27 +32,58 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
 
 
+#: A wait's ``timeout_s`` is what the awaited work needs on a machine with a core to spare. When more
+#: tasks want to run than there are cores (``os.getloadavg()``), each wall second gives the work only
+#: cores/load of a second, so the budget is spent at that rate: a wait stretches with the machine's
+#: load, up to ``MAX_STRETCH`` times its timeout (it stays bounded).
+MAX_STRETCH = 4.0
+
+
+class Deadline:
+    """A load-stretched deadline (see ``MAX_STRETCH``): ``expired()`` once ``timeout_s`` of budget is spent."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.started = self._last = time.monotonic()
+        self.spent = 0.0
+        self.peak_load = 0.0
+
+    def expired(self) -> bool:
+        now = time.monotonic()
+        load = os.getloadavg()[0]
+        self.peak_load = max(self.peak_load, load)
+        share = min(1.0, (os.cpu_count() or 1) / load) if load > 0 else 1.0
+        self.spent += (now - self._last) * max(share, 1.0 / MAX_STRETCH)
+        self._last = now
+        return self.spent >= self.timeout_s
+
+    def describe(self) -> str:
+        wall = time.monotonic() - self.started
+        return f"{wall:.0f}s (budget {self.timeout_s:.0f}s, peak load {self.peak_load:.1f})"
+
+
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, log: Path | None = None) -> Any:
-    """Poll ``check`` every 0.5 s until it returns something truthy (returned); past ``timeout_s`` fail
-    with ``what`` and the tail of ``log``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Poll ``check`` every 0.5 s until it returns something truthy (returned); past the load-stretched
+    ``timeout_s`` fail with ``what`` and the tail of ``log``."""
+    deadline = Deadline(timeout_s)
+    while not deadline.expired():
         value = check()
         if value:
             return value
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tail}")
+    raise AssertionError(f"timed out after {deadline.describe()} waiting for {what}\n{tail}")
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout_s: float, logs: Callable[[], str] = str) -> Any:
-    """Poll ``check`` every 0.5 s until it returns something truthy (returned); past ``timeout_s`` fail
-    with ``what``, the last value and ``logs()`` (for logs gathered from several places)."""
-    deadline = time.monotonic() + timeout_s
+    """Poll ``check`` every 0.5 s until it returns something truthy (returned); past the load-stretched
+    ``timeout_s`` fail with ``what``, the last value and ``logs()`` (for logs gathered from several
+    places)."""
+    deadline = Deadline(timeout_s)
     last: Any = None
-    while time.monotonic() < deadline:
+    while not deadline.expired():
         last = check()
         if last:
             return last
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})\n{logs()}")
+    raise AssertionError(f"timed out after {deadline.describe()} waiting for {what} (last: {last!r})\n{logs()}")

@@ -62,7 +62,8 @@ def roll_back(orch: Orchestrator, spec: WorkloadSpec, to_revision: int | None = 
 def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Callable[..., WorkloadSpec]:
     """``make_spec(name=None, replicas=1, image=IMAGE_V1, healthcheck=True, **update_overrides)``.
 
-    Fast settings for a 2-core test machine: 1s health checks, a 2s update monitor window, 1s stop
+    Fast settings for a 2-core test machine: health checks every 1s (5s timeout, 3 retries: a check
+    can take seconds on a loaded machine), a 2s update monitor window, 1s stop
     grace period, start-first one-at-a-time rolling updates with native rollback. ``fixed`` adds
     target-specific top-level fields (e.g. ``kubernetes={...}``).
     """
@@ -96,7 +97,7 @@ def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Call
             **fixed,
         }
         if healthcheck:
-            data["healthcheck"] = {"command": HTTP_CHECK, "interval": 1, "timeout": 1, "retries": 2}
+            data["healthcheck"] = {"command": HTTP_CHECK, "interval": 1, "timeout": 5, "retries": 3}
         spec = WorkloadSpec.model_validate(data)
         created.append(spec)
         return spec
