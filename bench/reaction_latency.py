@@ -16,7 +16,8 @@ Between breaches the service is reset to 1 replica and its policy state deleted.
 (c) scheduled: the served deployment's interval schedule.
 
 Then one evaluation tick over ``--workloads`` synthetic workloads through
-:func:`scalewise.autoscaler.evaluate_workload` with an in-memory metric source (wall and CPU time).
+:func:`scalewise.autoscaler.evaluate_workload` (the evaluation service) with an in-memory metric source
+(wall and CPU time).
 Prints JSON. Bounded: every wait has a deadline.
 """
 
@@ -204,11 +205,13 @@ def tick_1000(n: int) -> dict[str, Any]:
     source = {"docker_cpu": InMemoryCpu()}
     out: dict[str, Any] = {"workloads": n}
     policy: dict[str, Any] = {}
+    reads = autoscaler.Reads.plain(lambda s: states[s.name], policy.get, found=lambda: source)
     for label in ("cold_tick", "warm_tick"):
         wall0, cpu0 = time.perf_counter(), time.process_time()
         changed = 0
         for spec in specs:
-            ev = autoscaler.evaluate_workload(spec, states[spec.name], source, policy.get(spec.name))
+            ev = autoscaler.evaluate_workload(spec, reads)
+            assert isinstance(ev, autoscaler.Evaluation)
             policy[spec.name] = ev.decision.state
             changed += ev.decision.changed
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

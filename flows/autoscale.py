@@ -1,6 +1,6 @@
 """``autoscale``: evaluate the autoscaling policy of each configured workload and apply its decision.
 
-The steps per workload (gather, decide, plan or act under the lock, save the policy state) are in
+The steps per workload (evaluate, plan or act under the lock, save the policy state) are in
 ``flows/autoscale_steps.py``; never scale in on a guess (errors and manual holds hold).
 
 Three ways to run it: the ``autoscale/scalewise`` deployment on an interval schedule, the same

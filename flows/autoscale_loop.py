@@ -15,15 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flows.autoscale import autoscale
-from flows.autoscale_steps import gather, held_by_person
-from scalewise import autoscaler, selfmetrics
+from flows.autoscale_steps import counted, noted
+from scalewise import autoscaler, selfmetrics, ticker
 from scalewise.audit import Trigger
-from scalewise.autoscaler import Evaluation, Result
+from scalewise.autoscaler import Evaluation, Held, Result
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
-from tasks.forecast import load_model
-from tasks.policy_state import load_state, save_state
-from tasks.workload import read_state
+from tasks.autoscale import PLAIN_READS
+from tasks.policy_state import save_state
 
 log = logging.getLogger("scalewise.autoscaler")
 
@@ -36,27 +35,14 @@ def plan(workloads: list[str] | None = None) -> list[Result]:
     specs = load_workloads(workloads_path())
     chosen, skipped = autoscaler.select(specs, workloads)
     results = [Result(workload=s.workload, outcome="skipped", reason=s.why) for s in skipped]
-    found = autoscaler.sources()
     for spec in chosen:
-        try:
-            state = read_state.fn(spec)
-        except Exception as exc:
-            results.append(Result(workload=spec.name, outcome="held", reason="orchestrator_error", error=f"{exc}"))
-            continue
-        if state is None:
-            results.append(Result(workload=spec.name, outcome="skipped", reason="not_deployed"))
-            continue
-        pinned = held_by_person(spec, log)
-        if pinned is not None:
-            results.append(pinned)
-            continue
-        try:
-            policy = load_state(spec.name)
-        except Exception as exc:
-            results.append(Result(workload=spec.name, outcome="held", reason="policy_state_error", error=f"{exc}"))
-            continue
-        ev = autoscaler.evaluate_workload(spec, state, found, policy, load_model=load_model)
-        results.append(autoscaler.result_of(ev, "planned", spec))
+        ev = autoscaler.evaluate_workload(spec, PLAIN_READS)
+        if isinstance(ev, Held):
+            if ev.warning:
+                log.warning("%s: %s", spec.name, ev.warning)
+            results.append(ev.result)
+        else:
+            results.append(autoscaler.result_of(ev, "planned", spec))
     return results
 
 
@@ -71,21 +57,11 @@ def plan(workloads: list[str] | None = None) -> list[Result]:
 # with the full audit record.
 
 
-def _evaluate_quietly(spec: WorkloadSpec) -> tuple[Result | None, Evaluation | None]:
+def _evaluate_quietly(spec: WorkloadSpec) -> Evaluation | Held:
     """One evaluation without any Prefect run (the loop's no-change path); errors hold."""
-    name = spec.name
     t0 = time.monotonic()
-    inputs = gather(spec, read_state.fn, load_state, log)
-    if inputs.held is not None:
-        return inputs.held, None
-    state, policy = inputs.state, inputs.policy
-    assert state is not None
-    ev = autoscaler.evaluate_workload(spec, state, autoscaler.sources(), policy, load_model=load_model)
-    selfmetrics.EVALUATION_SECONDS.observe(time.monotonic() - t0)
-    for reading in ev.decision.inputs.readings:
-        if not reading.ok:
-            selfmetrics.ERRORS.labels(workload=name, stage="metrics").inc()
-    return None, ev
+    ev = autoscaler.evaluate_workload(spec, PLAIN_READS)
+    return noted(ev, log) if isinstance(ev, Held) else counted(ev, t0)
 
 
 def loop_tick(
@@ -107,10 +83,9 @@ def loop_tick(
     contexts = [contextvars.copy_context() for _ in chosen]
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(chosen) or 1))) as pool:
         evaluated = list(pool.map(lambda c, s: c.run(_evaluate_quietly, s), contexts, chosen))
-    for spec, (early, ev) in zip(chosen, evaluated, strict=True):
-        if ev is None:
-            assert early is not None
-            results.append(early)
+    for spec, ev in zip(chosen, evaluated, strict=True):
+        if isinstance(ev, Held):
+            results.append(ev.result)
             continue
         d = ev.decision
         selfmetrics.observe_decision(spec.name, d.reason, d.changed, d.desired)
@@ -155,16 +130,12 @@ def run_loop(
 
     A tick that overruns the interval delays the next one (ticks never overlap).
     """
-    if interval_s <= 0:
-        raise ValueError("interval must be positive")
-    stop = stop or threading.Event()
     trigger = Trigger(
         kind="autoscaler", actor=f"scalewise-autoscaler@{socket.gethostname()}"[:200],
         detail=f"in-process loop every {interval_s:g}s",
     )
-    ticks = 0
-    next_at = time.monotonic()
-    while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
+
+    def tick(n: int) -> None:
         t0 = time.monotonic()
         results: list[Result] | None = None
         try:
@@ -173,14 +144,7 @@ def run_loop(
             selfmetrics.ERRORS.labels(workload="*", stage="tick").inc()
             log.warning("autoscale tick failed: %s: %s", type(exc).__name__, exc)
         selfmetrics.TICK_SECONDS.observe(time.monotonic() - t0)
-        ticks += 1
         if on_tick is not None:
-            on_tick(ticks, results)
-        next_at += interval_s
-        delay = next_at - time.monotonic()
-        if delay < 0:
-            next_at = time.monotonic()
-            delay = 0.0
-        if stop.wait(delay):
-            break
-    return ticks
+            on_tick(n, results)
+
+    return ticker.every(interval_s, tick, max_ticks=max_ticks, stop=stop)

@@ -1,7 +1,9 @@
 """The steps of the ``autoscale`` flow (``flows/autoscale.py``), one workload at a time.
 
-Per workload: read the orchestrator state, read the metrics, load the persisted PolicyState, decide
-(``now`` from the clock). A decision that changes the replica count is applied with the same task
+Per workload the evaluation service (:func:`scalewise.autoscaler.evaluate_workload`, the one path
+``plan``, the fast loop and the backtest use too) reads the manual hold, the orchestrator state, the
+persisted PolicyState, the metrics and the forecast through task runs (``tasks.autoscale.FLOW_READS``)
+and decides (``now`` from the clock). A decision that changes the replica count is applied with the same task
 as ``scale`` (``apply_scale(spec, "absolute", n)``) inside the same per-workload lock and audit frame
 (``run_action("autoscale", ...)``); under the lock the state and the policy state are read again and
 the decision re-made, so an operation that ran meanwhile is never overwritten by a stale decision.
@@ -16,9 +18,8 @@ plans create action records; every decision is logged and counted in the self-me
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from prefect import get_run_logger
@@ -27,16 +28,11 @@ from flows.common import require_state, run_action, snapshot
 from flows.scaling import apply_and_wait
 from scalewise import autoscaler, selfmetrics
 from scalewise.audit import ActionRecord, Snapshot, Trigger
-from scalewise.autoscaler import AutoscaleError, Evaluation, Result
+from scalewise.autoscaler import AutoscaleError, Evaluation, Held, Result
 from scalewise.hold import REASON as HOLD_REASON
-from scalewise.metrics.base import MetricReading
-from scalewise.model import WorkloadState
-from scalewise.policy.decide import PolicyState
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
-from tasks.autoscale import evaluate, load_policy_state, read_metrics, save_policy_state
-from tasks.hold import load_hold
-from tasks.workload import read_state
+from tasks.autoscale import FLOW_READS, save_policy_state
 
 
 @dataclass
@@ -50,7 +46,7 @@ class _Final:
 
 def _act_body(
     spec: WorkloadSpec,
-    readings: list[MetricReading],
+    seen: Evaluation,
     final: _Final,
     reason: str,
     wait: bool,
@@ -58,16 +54,22 @@ def _act_body(
 ) -> Any:
     def body(spec: WorkloadSpec, record: ActionRecord) -> None:
         fresh = require_state(spec)
-        pinned = held_by_person(spec, get_run_logger())
-        if pinned is not None:  # a manual scale ran meanwhile: it owns the count for now
+        # re-decided on the same readings (and the replica listing they were read with), with the
+        # state, hold and policy state read again
+        inputs = seen.decision.inputs
+        reads = replace(FLOW_READS, state=lambda _: fresh, replicas=lambda _: inputs.replicas,
+                        metrics=lambda _, __: inputs.readings)
+        ev = autoscaler.evaluate_workload(spec, reads)
+        if isinstance(ev, Held):
+            if not ev.pinned:
+                raise ev.error or AutoscaleError(f"{spec.name}: {ev.result.reason}")
+            _warn(ev, get_run_logger())  # a manual scale ran meanwhile: it owns the count for now
             record.before = record.after = snapshot(fresh)
-            record.reason_code, record.outcome = pinned.reason, "noop"
-            record.reason = f"{reason}: {pinned.detail}"[:500]
-            record.plan = [f"re-checked under the lock: {pinned.detail}"]
+            record.reason_code, record.outcome = ev.result.reason, "noop"
+            record.reason = f"{reason}: {ev.result.detail}"[:500]
+            record.plan = [f"re-checked under the lock: {ev.result.detail}"]
             return
-        policy = load_policy_state(spec.name)
-        decision, before = evaluate(spec, fresh, readings, policy, datetime.now(UTC))
-        ev = Evaluation(spec.name, decision, before)
+        decision = ev.decision
         final.evaluation = ev
         record.before = snapshot(fresh)
         record.decision = ev.record(spec).model_dump(mode="json")
@@ -110,72 +112,35 @@ def _save(workload: str, state: Any, logger: Any) -> bool:
         return False
 
 
-@dataclass
-class _Inputs:
-    """What an evaluation needs, or why it holds (errors never become a decision)."""
-
-    state: WorkloadState | None = None
-    policy: PolicyState | None = None
-    held: Result | None = None
-    error: BaseException | None = None
+def _warn(held: Held, logger: Any) -> None:
+    if held.warning:
+        logger.warning("%s: %s", held.workload, held.warning)
 
 
-def held_by_person(spec: WorkloadSpec, logger: Any) -> Result | None:
-    """A ``manual_hold`` result while a manual scale pins the count (scalewise.hold); a hold that
-    cannot be read holds too (never overwrite a person's count on a guess)."""
-    try:
-        hold = load_hold(spec.name)
-    except Exception as exc:
-        logger.warning("%s: manual hold unreadable, holding: %s: %s", spec.name, type(exc).__name__, exc)
-        return Result(workload=spec.name, outcome="held", reason="hold_state_error", error=f"{exc}")
-    now = datetime.now(UTC)
-    if hold is None or not hold.active(now):
-        return None
-    detail = f"{hold.sentence(spec.name)} ({hold.operation} by {hold.by})"
-    return Result(workload=spec.name, outcome="held", at=now, current=hold.replicas, desired=hold.replicas,
-                  reason=HOLD_REASON, detail=detail)
+def noted(held: Held, logger: Any) -> Held:
+    """Log and count an evaluation that held (a failed read, a manual hold); returns it."""
+    _warn(held, logger)
+    if held.stage is not None:
+        selfmetrics.ERRORS.labels(workload=held.workload, stage=held.stage).inc()
+    elif held.pinned:
+        selfmetrics.observe_decision(held.workload, HOLD_REASON, False, held.result.desired or 0)
+    return held
 
 
-def gather(
-    spec: WorkloadSpec,
-    read: Callable[..., WorkloadState | None],
-    load: Callable[..., PolicyState | None],
-    logger: Any,
-) -> _Inputs:
-    """Read the workload and its persisted policy state; an error in either holds the workload, and so
-    does a manual hold (a person owns the count for now)."""
-    name = spec.name
-    pinned = held_by_person(spec, logger)
-    if pinned is not None:
-        selfmetrics.observe_decision(name, HOLD_REASON, False, pinned.desired or 0)
-        return _Inputs(held=pinned)
-    try:
-        state = read(spec)
-    except Exception as exc:
-        selfmetrics.ERRORS.labels(workload=name, stage="state").inc()
-        logger.warning("%s: orchestrator read failed, holding: %s: %s", name, type(exc).__name__, exc)
-        held = Result(workload=name, outcome="held", reason="orchestrator_error", error=f"{exc}")
-        return _Inputs(held=held, error=exc)
-    if state is None:
-        return _Inputs(held=Result(workload=name, outcome="skipped", reason="not_deployed"))
-    try:
-        policy = load(name)
-    except Exception as exc:
-        selfmetrics.ERRORS.labels(workload=name, stage="policy_state").inc()
-        logger.warning("%s: policy state unreadable, holding: %s: %s", name, type(exc).__name__, exc)
-        held = Result(workload=name, outcome="held", reason="policy_state_error", error=f"{exc}")
-        return _Inputs(held=held, error=exc)
-    return _Inputs(state=state, policy=policy)  # policy None: nothing stored yet
+def counted(ev: Evaluation, t0: float) -> Evaluation:
+    """Count one evaluation's time and its failed metric reads (self-metrics); returns it."""
+    selfmetrics.EVALUATION_SECONDS.observe(time.monotonic() - t0)
+    for reading in ev.decision.inputs.readings:
+        if not reading.ok:
+            selfmetrics.ERRORS.labels(workload=ev.workload, stage="metrics").inc()
+    return ev
 
 
-def _observe(ev: Evaluation, readings: list[MetricReading], t0: float, logger: Any) -> None:
+def _observe(ev: Evaluation, t0: float, logger: Any) -> None:
     """Count and log one evaluation (self-metrics, run log)."""
     name, decision = ev.workload, ev.decision
-    selfmetrics.EVALUATION_SECONDS.observe(time.monotonic() - t0)
+    counted(ev, t0)
     selfmetrics.observe_decision(name, decision.reason, decision.changed, decision.desired)
-    for reading in readings:
-        if not reading.ok:
-            selfmetrics.ERRORS.labels(workload=name, stage="metrics").inc()
     logger.info("%s", autoscaler.summary(name, decision))
     for line in autoscaler.describe(decision):
         logger.info("  %s: %s", name, line)
@@ -197,7 +162,6 @@ def _planned(spec: WorkloadSpec, ev: Evaluation, reason: str, **audit: Any) -> R
 def _act(
     spec: WorkloadSpec,
     ev: Evaluation,
-    readings: list[MetricReading],
     logger: Any,
     *,
     reason: str,
@@ -211,10 +175,8 @@ def _act(
     error: BaseException | None = None
     record: ActionRecord | None = None
     try:
-        record = run_action(
-            "autoscale", name, _act_body(spec, readings, final, reason, wait, timeout_s), reason=reason,
-            dry_run=False, **audit,
-        )
+        body = _act_body(spec, ev, final, reason, wait, timeout_s)
+        record = run_action("autoscale", name, body, reason=reason, dry_run=False, **audit)
     except Exception as exc:
         error = exc
         selfmetrics.ERRORS.labels(workload=name, stage="apply").inc()
@@ -260,26 +222,23 @@ def _one(
     logger = get_run_logger()
     name = spec.name
     t0 = time.monotonic()
-    inputs = gather(spec, read_state, load_policy_state, logger)
-    if inputs.held is not None:
-        if inputs.held.reason == "not_deployed":
+    ev = autoscaler.evaluate_workload(spec, FLOW_READS)
+    if isinstance(ev, Held):
+        noted(ev, logger)
+        if ev.result.reason == "not_deployed":
             logger.info("%s: not deployed on %s; skipped", name, spec.target)
-        elif inputs.held.reason == HOLD_REASON:
-            logger.info("%s: %s", name, inputs.held.detail)
-        return inputs.held, inputs.error
-    state, policy = inputs.state, inputs.policy
-    assert state is not None
-    readings = read_metrics(spec)
-    decision, before = evaluate(spec, state, readings, policy, datetime.now(UTC))
-    ev = Evaluation(name, decision, before)
-    _observe(ev, readings, t0, logger)
+        elif ev.result.reason == HOLD_REASON:
+            logger.info("%s: %s", name, ev.result.detail)
+        return ev.result, ev.error
+    decision = ev.decision
+    _observe(ev, t0, logger)
     audit = {"trigger": trigger, "observed_at": observed_at, "max_observation_age_s": max_observation_age_s}
     if dry_run:
         return _planned(spec, ev, reason, **audit), None
     if not decision.changed:
         _save(name, decision.state, logger)
         return autoscaler.result_of(ev, "unchanged", spec), None
-    return _act(spec, ev, readings, logger, reason=reason, wait=wait, timeout_s=timeout_s, **audit)
+    return _act(spec, ev, logger, reason=reason, wait=wait, timeout_s=timeout_s, **audit)
 
 
 def select_workloads(workloads: list[str] | None, logger: Any) -> tuple[list[WorkloadSpec], list[Result]]:

@@ -13,6 +13,7 @@ from scalewise import operations, orchestrators
 from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.operations import WriteOutcome
 from scalewise.policy.manual import ScaleMode
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, get_workload
@@ -30,6 +31,12 @@ def load_workload(workload: str, image: str | None = None) -> WorkloadSpec:
 def read_state(spec: WorkloadSpec) -> WorkloadState | None:
     orch = orchestrators.for_target(spec.target)
     return orch.read(spec) if orch.exists(spec) else None
+
+
+@task(cache_policy=NO_CACHE, **RETRYING)
+def read_replicas(spec: WorkloadSpec) -> list[ReplicaInfo]:
+    """The workload's live replicas (id, ready, pending) as its orchestrator lists them."""
+    return orchestrators.for_target(spec.target).replicas(spec)
 
 
 @task(cache_policy=NO_CACHE, **RETRYING)

@@ -93,10 +93,10 @@ def recording() -> Iterator[dict[str, list[tuple[PolicyState, Decision]]]]:
     seen: dict[str, list[tuple[PolicyState, Decision]]] = {}
     real = autoscaler.evaluate
 
-    def evaluate(spec: WorkloadSpec, *args: Any, **kwargs: Any) -> tuple[Decision, PolicyState]:
-        decision, before = real(spec, *args, **kwargs)
-        seen.setdefault(spec.name, []).append((before, decision))
-        return decision, before
+    def evaluate(spec: WorkloadSpec, *args: Any, **kwargs: Any) -> autoscaler.Evaluation:
+        ev = real(spec, *args, **kwargs)
+        seen.setdefault(spec.name, []).append((ev.state_before, ev.decision))
+        return ev
 
     autoscaler.evaluate = evaluate
     try:

@@ -124,6 +124,28 @@ def test_set_replicas_up_and_down_converges(target: TargetHarness) -> None:
         orch.set_replicas(spec, -1, down.version)
 
 
+def test_replicas_listed_with_unique_stable_ids(target: TargetHarness) -> None:
+    orch = target.orchestrator
+    missing = target.make_spec()
+    with pytest.raises(NotFoundError, match=missing.name):
+        orch.replicas(missing)
+    spec = deployed(target, replicas=1)
+    orch.set_replicas(spec, 3, orch.read(spec).version)
+    state = converge(orch, spec)
+    listed = orch.replicas(spec)
+    ids = [r.id for r in listed]
+    assert len(listed) == state.desired_replicas == 3, listed
+    assert len(set(ids)) == 3 and ids == sorted(ids), ids
+    assert all(r.ready and not r.pending for r in listed), listed
+    containers = [r.container_id for r in listed if r.container_id is not None]
+    assert len(set(containers)) == len(containers), listed
+    assert [r.id for r in orch.replicas(spec)] == ids, "ids must be stable across reads"
+    orch.set_replicas(spec, 1, state.version)
+    converge(orch, spec)
+    after = orch.replicas(spec)
+    assert len(after) == 1 and after[0].id in ids and after[0].ready, (after, ids)
+
+
 def test_stale_version_conflicts_and_writes_nothing(target: TargetHarness) -> None:
     orch = target.orchestrator
     spec = deployed(target, replicas=1)
@@ -328,6 +350,7 @@ def test_wait_on_a_never_ready_workload_is_bounded_by_its_own_limit(target: Targ
     result = orch.wait_converged(spec, timeout_s=BOUND_T, poll_s=0.5)
     elapsed = time.monotonic() - t0
     assert not result.converged and result.reason == "timeout", result
+    assert not any(r.ready for r in orch.replicas(spec)), "a replica of a never-ready image is listed ready"
     assert within_bound(elapsed, BOUND_T), f"the adapter's wait took {elapsed:.1f}s for a {BOUND_T:g}s bound"
 
 

@@ -242,6 +242,8 @@ def test_statefulset_apply_scale_update_rollback_remove(
     up = orch.set_replicas(spec, 3, seen)
     assert up.desired_replicas == 3
     assert converge(orch, spec).ready_replicas == 3
+    listed = orch.replicas(spec)  # the StatefulSet's pods by its selector, named by ordinal
+    assert [(r.id, r.ready, r.pending) for r in listed] == [(f"{spec.name}-{i}", True, False) for i in range(3)]
     with pytest.raises(ConflictError):  # the version our own write moved past is stale (whatever status did)
         orch.set_replicas(spec, 1, seen)
 

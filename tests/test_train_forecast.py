@@ -130,7 +130,9 @@ def test_autoscaler_path_shows_the_forecast_step(
     spec = load_workloads(workloads_dir)[NAME]
     state = WorkloadState(name=NAME, target="docker", desired_replicas=2, ready_replicas=2, image="x:1", version="1")
     now = datetime.fromtimestamp(NOW, UTC)
-    ev = autoscaler.evaluate_workload(spec, state, autoscaler.sources(), PolicyState(), clock=lambda: now)
+    reads = autoscaler.Reads.plain(lambda _: state, lambda _: PolicyState(), clock=lambda: now)
+    ev = autoscaler.evaluate_workload(spec, reads, clock=lambda: now)
+    assert isinstance(ev, autoscaler.Evaluation)
     forecast = ev.decision.inputs.forecast
     assert forecast is not None and forecast.forecaster == "seasonal_window" and forecast.value is not None
     assert "7/7" in forecast.detail  # the seven backfilled past days

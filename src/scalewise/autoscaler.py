@@ -23,16 +23,18 @@ import json
 import os
 import threading
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 from scalewise.errors import ScalewiseError
 from scalewise.forecasting import ModelLoader, forecast_for, history_reader
-from scalewise.metrics.base import Clock, MetricReading, MetricSource, WorkloadRef, read_all, utc_now
+from scalewise.hold import REASON as HOLD_REASON
+from scalewise.hold import ManualHold
+from scalewise.metrics.base import Clock, MetricReading, MetricSource, ReplicaInfo, WorkloadRef, read_all, utc_now
 from scalewise.model import WorkloadState
 from scalewise.policy.decide import Decision, PolicyState, decide, seed_state
 from scalewise.policy.forecast import Forecast
@@ -183,12 +185,16 @@ def select(
 
 
 def read_metrics(
-    spec: WorkloadSpec, found: Mapping[str, MetricSource], clock: Clock = utc_now
+    spec: WorkloadSpec,
+    found: Mapping[str, MetricSource],
+    clock: Clock = utc_now,
+    replicas: Sequence[ReplicaInfo] | None = None,
 ) -> list[MetricReading]:
-    """One reading per configured metric; failures are failed readings (never zeros, never raised)."""
+    """One reading per configured metric; failures are failed readings (never zeros, never raised).
+    ``replicas`` is the orchestrator's listing for this read (the ``docker_cpu`` source samples it)."""
     if spec.autoscaling is None:
         return []
-    return read_all(spec.autoscaling.metrics, WorkloadRef.of(spec), found, clock)
+    return read_all(spec.autoscaling.metrics, WorkloadRef.of(spec, replicas), found, clock)
 
 
 def initial_state(spec: WorkloadSpec, current: int, now: datetime) -> PolicyState:
@@ -210,34 +216,33 @@ def forecast_input(
     return forecast_for(spec.name, spec.autoscaling, now, read=read, load_model=load_model)
 
 
-def evaluate(
-    spec: WorkloadSpec,
-    state: WorkloadState,
-    readings: Sequence[MetricReading],
-    policy_state: PolicyState | None,
-    now: datetime,
-    forecast: Forecast | None = None,
-) -> tuple[Decision, PolicyState]:
-    """Decide for one workload; returns the decision and the state it started from. ``forecast``
-    is the demand forecast for ``autoscaling.predictive`` (see :mod:`scalewise.policy.forecast`)."""
-    if spec.autoscaling is None:
-        raise AutoscaleError(f"{spec.name} has no autoscaling section")
-    before = policy_state if policy_state is not None else initial_state(spec, state.desired_replicas, now)
-    decision = decide(
-        spec.autoscaling,
-        (spec.replicas.min, spec.replicas.max),
-        readings,
-        state.desired_replicas,
-        state.ready_replicas,
-        before,
-        now,
-        forecast=forecast,
-    )
-    return decision, before
+# -- the evaluation service: one path for the flow, under the lock, `plan`, the fast loop, the backtest --
+#
+# ``evaluate_workload(spec, reads)`` reads the inputs in a fixed order through the caller's ``Reads``
+# (task calls in the flow, plain functions in ``plan`` and the fast loop): the manual hold, the
+# orchestrator state and its replica listing, the persisted PolicyState, the metrics (given the
+# listing), then the forecast at ``now``; the listing's readiness goes to the policy too. A hold, a
+# workload not deployed or a failed read ends there with a ``Held`` (never a guess); otherwise
+# ``evaluate(spec, observed)`` decides (pure: the backtest calls it with the inputs it simulates).
+# The service logs and counts nothing: its callers do (``Held.warning``, ``Held.stage``).
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What one evaluation decides on."""
+
+    state: WorkloadState
+    readings: Sequence[MetricReading]
+    policy: PolicyState | None  # None: nothing persisted yet (the first-seen rule seeds the history)
+    now: datetime
+    forecast: Forecast | None = None  # for ``autoscaling.predictive`` (see scalewise.policy.forecast)
+    replicas: Sequence[ReplicaInfo] | None = None  # per-replica readiness, when the target lists it
 
 
 @dataclass(frozen=True)
 class Evaluation:
+    """A decision and the state it started from; ``decision.state`` is the state to save."""
+
     workload: str
     decision: Decision
     state_before: PolicyState
@@ -247,21 +252,127 @@ class Evaluation:
         return DecisionRecord.of(spec.autoscaling, self.state_before, self.decision, workload=self.workload)
 
 
-def evaluate_workload(
-    spec: WorkloadSpec,
-    state: WorkloadState,
-    found: Mapping[str, MetricSource],
-    policy_state: PolicyState | None,
-    clock: Clock = utc_now,
-    load_model: ModelLoader | None = None,
-) -> Evaluation:
-    """Read the metrics (and, when predictive, the forecast) of one workload through ``found`` and
-    decide at ``clock()``."""
-    readings = read_metrics(spec, found, clock)
-    now = clock()
-    forecast = forecast_input(spec, found, now, load_model)
-    decision, before = evaluate(spec, state, readings, policy_state, now, forecast)
+def evaluate(spec: WorkloadSpec, observed: Observed) -> Evaluation:
+    """Decide for one workload at ``observed.now`` with the autoscaler's state handling (a workload
+    without persisted state starts from :func:`initial_state`)."""
+    if spec.autoscaling is None:
+        raise AutoscaleError(f"{spec.name} has no autoscaling section")
+    state, before = observed.state, observed.policy
+    if before is None:
+        before = initial_state(spec, state.desired_replicas, observed.now)
+    decision = decide(
+        spec.autoscaling, (spec.replicas.min, spec.replicas.max), observed.readings, state.desired_replicas,
+        state.ready_replicas, before, observed.now, replicas=observed.replicas, forecast=observed.forecast,
+    )
     return Evaluation(spec.name, decision, before)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """How one evaluation reads its inputs. Any read may raise: a failed hold, state or policy-state
+    read holds the workload; metric sources never raise for a failed read (it is a failed reading)."""
+
+    state: Callable[[WorkloadSpec], WorkloadState | None]
+    policy: Callable[[str], PolicyState | None]
+    hold: Callable[[str], ManualHold | None]
+    replicas: Callable[[WorkloadSpec], Sequence[ReplicaInfo] | None]
+    metrics: Callable[[WorkloadSpec, Sequence[ReplicaInfo] | None], Sequence[MetricReading]]
+    forecast: Callable[[WorkloadSpec, datetime], Forecast | None]  # called for predictive workloads only
+
+    @classmethod
+    def plain(
+        cls,
+        state: Callable[[WorkloadSpec], WorkloadState | None],
+        policy: Callable[[str], PolicyState | None],
+        hold: Callable[[str], ManualHold | None] = lambda _: None,
+        replicas: Callable[[WorkloadSpec], Sequence[ReplicaInfo] | None] = lambda _: None,
+        *,
+        found: Callable[[], Mapping[str, MetricSource]] | None = None,
+        load_model: ModelLoader | None = None,
+        clock: Clock = utc_now,
+    ) -> Reads:
+        """Metrics and forecast read in process through the metric sources (default :func:`sources`)."""
+        get = found or sources
+        return cls(
+            state, policy, hold, replicas, lambda spec, listed: read_metrics(spec, get(), clock, listed),
+            lambda spec, now: forecast_input(spec, get(), now, load_model),
+        )
+
+
+@dataclass(frozen=True)
+class Held:
+    """No decision this time: a manual hold, a workload not deployed, or a read that failed."""
+
+    result: Result
+    stage: str | None = None  # the read that failed (self-metrics error stage)
+    error: BaseException | None = None  # a failed orchestrator or policy-state read fails the run
+    warning: str = ""  # what the caller logs
+    pinned: bool = False  # a person's hold (or one that cannot be read) owns the count
+
+    @property
+    def workload(self) -> str:
+        return self.result.workload
+
+
+T = TypeVar("T")
+
+
+def _read_or_hold(
+    read: Callable[[], T], workload: str, reason: str, stage: str | None, what: str
+) -> T | Held:
+    """``read()``, or the ``held`` outcome naming the failed read (``stage`` None: the run does not fail)."""
+    try:
+        return read()
+    except Exception as exc:
+        result = Result(workload=workload, outcome="held", reason=reason, error=f"{exc}")
+        return Held(result, stage, exc if stage else None, f"{what}, holding: {type(exc).__name__}: {exc}",
+                    pinned=stage is None)
+
+
+def _hold_of(spec: WorkloadSpec, read: Callable[[str], ManualHold | None], now: datetime) -> Held | None:
+    """A ``manual_hold`` while a manual scale pins the count (scalewise.hold); a hold that cannot be
+    read holds too (never overwrite a person's count on a guess)."""
+    hold = _read_or_hold(lambda: read(spec.name), spec.name, "hold_state_error", None, "manual hold unreadable")
+    if isinstance(hold, Held):
+        return hold
+    if hold is None or not hold.active(now):
+        return None
+    detail = f"{hold.sentence(spec.name)} ({hold.operation} by {hold.by})"
+    result = Result(workload=spec.name, outcome="held", at=now, current=hold.replicas, desired=hold.replicas,
+                    reason=HOLD_REASON, detail=detail)
+    return Held(result, pinned=True)
+
+
+def observe(spec: WorkloadSpec, reads: Reads, clock: Clock = utc_now) -> Observed | Held:
+    """Read what one evaluation needs, in order (hold, state, replicas, policy state, metrics, forecast)."""
+    name = spec.name
+    held = _hold_of(spec, reads.hold, clock())
+    if held is not None:
+        return held
+    state = _read_or_hold(lambda: reads.state(spec), name, "orchestrator_error", "state", "orchestrator read failed")
+    if isinstance(state, Held):
+        return state
+    if state is None:
+        return Held(Result(workload=name, outcome="skipped", reason="not_deployed"))
+    listed = _read_or_hold(lambda: reads.replicas(spec), name, "orchestrator_error", "replicas",
+                           "replica listing failed")
+    if isinstance(listed, Held):
+        return listed
+    policy = _read_or_hold(lambda: reads.policy(name), name, "policy_state_error", "policy_state",
+                           "policy state unreadable")
+    if isinstance(policy, Held):
+        return policy
+    readings = reads.metrics(spec, listed)
+    now = clock()
+    predictive = spec.autoscaling is not None and spec.autoscaling.predictive is not None
+    forecast = reads.forecast(spec, now) if predictive else None
+    return Observed(state, readings, policy, now, forecast, listed)
+
+
+def evaluate_workload(spec: WorkloadSpec, reads: Reads, clock: Clock = utc_now) -> Evaluation | Held:
+    """The service: :func:`observe`, then :func:`evaluate` unless it held."""
+    observed = observe(spec, reads, clock)
+    return observed if isinstance(observed, Held) else evaluate(spec, observed)
 
 
 # -- explaining -----------------------------------------------------------------------------------

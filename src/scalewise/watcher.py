@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from scalewise import autoscaler, selfmetrics
+from scalewise import autoscaler, selfmetrics, ticker
 from scalewise.audit import workload_resource_id
 from scalewise.metrics.base import Clock, MetricSource, utc_now
 from scalewise.policy.config import MetricTarget
-from scalewise.policy.readings import MetricReading
+from scalewise.policy.readings import MetricReading, ReplicaInfo
 from scalewise.spec import WorkloadSpec
 
 EVENT = "scalewise.threshold.crossed"
@@ -164,6 +164,17 @@ def orchestrator_replicas(spec: WorkloadSpec) -> int | None:
         return None
 
 
+def orchestrator_listing(spec: WorkloadSpec) -> list[ReplicaInfo] | None:
+    """The replicas the orchestrator lists (None when they cannot be listed: ``docker_cpu`` then fails its read)."""
+    from scalewise import orchestrators
+
+    try:
+        return orchestrators.for_target(spec.target).replicas(spec)
+    except Exception as exc:
+        log.debug("%s: replica listing unavailable: %s", spec.name, exc)
+        return None
+
+
 @dataclass
 class _Armed:
     fired_at: float | None = None
@@ -183,6 +194,7 @@ class Watcher:
         rules: Sequence[Threshold] = (),
         derived: bool = True,
         replicas: Callable[[WorkloadSpec], int | None] = orchestrator_replicas,
+        listing: Callable[[WorkloadSpec], list[ReplicaInfo] | None] = orchestrator_listing,
         repeat_s: float = 15.0,
         clock: Clock = utc_now,
     ) -> None:
@@ -195,6 +207,7 @@ class Watcher:
         self._rules = list(rules)
         self._derived = derived
         self._replicas = replicas
+        self._listing = listing
         self.repeat_s = repeat_s
         self._clock = clock
         self._state: dict[tuple[str, str, str, float], _Armed] = {}
@@ -225,7 +238,8 @@ class Watcher:
         rules = self._rules_for(spec)
         if not rules:
             return []
-        readings = {r.name: r for r in autoscaler.read_metrics(spec, found, self._clock)}
+        listed = self._listing(spec)
+        readings = {r.name: r for r in autoscaler.read_metrics(spec, found, self._clock, listed)}
         replicas = self._replicas(spec)
         metrics = {m.name: m for m in spec.autoscaling.metrics}
         out: list[Crossing] = []
@@ -287,16 +301,4 @@ class Watcher:
         """Tick every ``interval_s`` (bounded to [0.2s, 300s]) until ``stop`` or ``max_ticks``."""
         if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
             raise ValueError(f"interval must be within [{MIN_INTERVAL_S:g}s, {MAX_INTERVAL_S:g}s]")
-        stop = stop or threading.Event()
-        ticks = 0
-        next_at = time.monotonic()
-        while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-            self.tick()
-            ticks += 1
-            next_at += interval_s
-            delay = next_at - time.monotonic()
-            if delay < 0:
-                next_at, delay = time.monotonic(), 0.0
-            if stop.wait(delay):
-                break
-        return ticks
+        return ticker.every(interval_s, lambda _: self.tick(), max_ticks=max_ticks, stop=stop)

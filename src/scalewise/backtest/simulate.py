@@ -4,10 +4,11 @@ Everything runs on a grid whose step divides the trace interval, the decision in
 interval and lag, the metric window and the start-up delay, so every event falls on a cell boundary
 and the integrals (replica-hours, unserved requests) are exact for the step-wise demand of the trace.
 Per-tick inputs that do not depend on the policy (the window-averaged demand, the times) are
-precomputed with numpy; the loop itself only builds the readings, calls the autoscaler's own
-``evaluate`` (the real :func:`~scalewise.policy.decide.decide` with the autoscaler's state handling:
-the initial state for a workload seen for the first time, then each decision's state carried
-forward as the autoscaler persists it) and applies the decided count.
+precomputed with numpy; the loop itself only builds the readings, calls the autoscaler's evaluation
+service (:func:`scalewise.autoscaler.evaluate`, the decision step the flow, ``plan`` and the fast loop
+use: the real :func:`~scalewise.policy.decide.decide` with the autoscaler's state handling, the
+initial state for a workload seen for the first time, then each decision's state carried forward as
+the autoscaler persists it) and applies the decided count.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from scalewise import autoscaler
+from scalewise.autoscaler import Observed
 from scalewise.backtest.model import ServiceModel
 from scalewise.backtest.trace import Trace, TraceError
 from scalewise.model import WorkloadState
 from scalewise.policy.config import MetricTarget, Predictive
-from scalewise.policy.decide import PolicyState
+from scalewise.policy.decide import Decision, PolicyState
 from scalewise.policy.forecast import MIN_RECENT_POINTS, Forecast, RecentWindow, SeasonalWindow, recent_detail
 from scalewise.policy.readings import MetricReading
 from scalewise.policy.trusted import maker
@@ -163,6 +165,14 @@ class Run:
     reasons: Counter[str] = field(default_factory=Counter)
     forecast_steps: Counter[str] = field(default_factory=Counter)  # reasons of the predictive step
 
+    def tally(self, decision: Decision, forecast: bool) -> None:
+        """Count a decision's reason (and, with a forecast, its predictive step's reason)."""
+        self.reasons[decision.reason] += 1
+        if forecast:
+            for step in decision.steps:
+                if step.name == "forecast":
+                    self.forecast_steps[step.reason] += 1
+
 
 def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
@@ -255,6 +265,68 @@ def _metric_kind(metric: MetricTarget) -> str:
     return "total"
 
 
+class _Meter:
+    """The readings the autoscaler sees at each tick: the window-averaged demand (``total``), or the
+    demand per ready replica over the window (per replica, or as utilization of ``capacity``)."""
+
+    def __init__(self, metrics: list[MetricTarget], grid: Grid, model: ServiceModel, ready: IntArray) -> None:
+        self.kinds = [(m.name, _metric_kind(m)) for m in metrics]
+        self.needs_history = any(kind != "total" for _, kind in self.kinds)
+        self.rate, self.ready_hist, self.capacity = grid.rate, ready, model.capacity
+        self.totals = grid.total_rate.tolist()
+        self.ends, self.begins = grid.scrape_cell.tolist(), grid.window_start.tolist()
+
+    def per_replica(self, k: int, cell: int, ready: int) -> tuple[float, bool]:
+        """The demand per ready replica over tick ``k``'s window, and whether any replica was ready."""
+        lo, hi = self.begins[k], self.ends[k]
+        hist = self.ready_hist[lo:hi] if hi <= cell else None
+        if hist is None or hist.size == 0:
+            return (self.totals[k] / ready, True) if ready > 0 else (0.0, False)
+        mask = hist > 0
+        if not mask.any():
+            return 0.0, False
+        return float((self.rate[lo:hi][mask] / hist[mask]).mean()), True
+
+    def __call__(self, k: int, cell: int, seen: datetime, ready: int) -> list[MetricReading]:
+        per_replica, hist_ok = self.per_replica(k, cell, ready) if self.needs_history else (0.0, True)
+        readings: list[MetricReading] = []
+        for metric_name, kind in self.kinds:
+            if kind == "total":
+                readings.append(_success(metric_name, seen, self.totals[k]))
+            elif not hist_ok:
+                readings.append(MetricReading.failure(metric_name, seen, "no_replicas", "no ready replica"))
+            else:
+                value = per_replica if kind == "rate_each" else 100.0 * per_replica / self.capacity
+                if kind == "utilization":
+                    readings.append(_success(metric_name, seen, value))
+                else:
+                    each = {f"r{i}": value for i in range(ready)}
+                    readings.append(MetricReading.per_replica(metric_name, seen, each))
+        return readings
+
+
+def _success(metric: str, at: datetime, value: float) -> MetricReading:
+    return _reading(name=metric, value=value, timestamp=at)
+
+
+class _Observer:
+    """The orchestrator's view of the workload; only the counts vary, so one object per (desired, ready)."""
+
+    def __init__(self, spec: WorkloadSpec) -> None:
+        self.spec = spec
+        self.seen: dict[tuple[int, int], WorkloadState] = {}
+
+    def __call__(self, desired: int, ready: int) -> WorkloadState:
+        state = self.seen.get((desired, ready))
+        if state is None:
+            spec = self.spec
+            state = self.seen[(desired, ready)] = WorkloadState(
+                name=spec.name, target=spec.target, desired_replicas=desired, ready_replicas=ready,
+                running_replicas=desired, image=spec.image, version="backtest",
+            )
+        return state
+
+
 def simulate(
     name: str,
     spec: WorkloadSpec,
@@ -263,83 +335,32 @@ def simulate(
     progress: Progress | None = None,
     every: int = 2000,
 ) -> Run:
-    """Drive the autoscaler's evaluation of ``spec`` over the grid, one call per decision tick."""
+    """Drive the autoscaler's evaluation service over the grid, one :func:`~scalewise.autoscaler.evaluate`
+    per decision tick, each decision's state carried forward as the autoscaler persists it."""
     auto = spec.autoscaling
     if auto is None:
         raise TraceError("workload", "autoscaling", f"{spec.name} has no autoscaling section to backtest")
-    bounds = (spec.replicas.min, spec.replicas.max)
     # A deployed service runs at least one replica (metric scaling never starts from 0).
-    reps = Replicas(grid.cells, max(1, initial_count(grid, bounds)), grid.startup_cells)
-    kinds = [(m.name, _metric_kind(m)) for m in auto.metrics]
-    needs_history = any(kind != "total" for _, kind in kinds)
-    rate, ready_hist = grid.rate, reps.ready_cells
-    capacity = model.capacity
-    totals = grid.total_rate.tolist()
-    ends, begins = grid.scrape_cell.tolist(), grid.window_start.tolist()
-    tick, cells = grid.tick_cells, grid.cells
-    per_replica_reading, failure = MetricReading.per_replica, MetricReading.failure
-
-    def success(metric: str, at: datetime, value: float) -> MetricReading:
-        return _reading(name=metric, value=value, timestamp=at)
-
-    evaluate = autoscaler.evaluate
-    # The orchestrator's view of the workload; only the counts vary, so one object per (desired, ready).
-    observed: dict[tuple[int, int], WorkloadState] = {}
+    reps = Replicas(grid.cells, max(1, initial_count(grid, (spec.replicas.min, spec.replicas.max))), grid.startup_cells)
+    meter, observer = _Meter(auto.metrics, grid, model, reps.ready_cells), _Observer(spec)
     forecaster = Forecaster(auto.predictive) if auto.predictive is not None else None
+    evaluate = autoscaler.evaluate  # looked up per run (tests record the decisions by wrapping it)
     state: PolicyState | None = None
-    reasons: Counter[str] = Counter()
-    forecast_steps: Counter[str] = Counter()
+    run = Run(name, reps.provisioned, reps.ready_cells, 0, decisions=grid.ticks)
     for k in range(grid.ticks):
-        cell = k * tick
+        cell = k * grid.tick_cells
         reps.mature(cell)
-        seen = grid.seen_at[k]
-        readings: list[MetricReading] = []
-        per_replica, hist_ok, n_each = 0.0, True, 0
-        if needs_history:
-            lo, hi = begins[k], ends[k]
-            hist = ready_hist[lo:hi] if hi <= cell else None
-            if hist is None or hist.size == 0:
-                hist_ok = reps.ready > 0
-                per_replica = totals[k] / reps.ready if hist_ok else 0.0
-            else:
-                mask = hist > 0
-                hist_ok = bool(mask.any())
-                per_replica = float((rate[lo:hi][mask] / hist[mask]).mean()) if hist_ok else 0.0
-            n_each = reps.ready
-        for metric_name, kind in kinds:
-            if kind == "total":
-                readings.append(success(metric_name, seen, totals[k]))
-            elif not hist_ok:
-                readings.append(failure(metric_name, seen, "no_replicas", "no ready replica"))
-            else:
-                value = per_replica if kind == "rate_each" else 100.0 * per_replica / capacity
-                if kind == "utilization":
-                    readings.append(success(metric_name, seen, value))
-                else:
-                    readings.append(per_replica_reading(metric_name, seen, {f"r{i}": value for i in range(n_each)}))
-        key = (reps.current, reps.ready)
-        workload_state = observed.get(key)
-        if workload_state is None:
-            workload_state = observed[key] = WorkloadState(
-                name=spec.name, target=spec.target, desired_replicas=key[0], ready_replicas=key[1],
-                running_replicas=key[0], image=spec.image, version="backtest",
-            )
-        now = grid.now[k]
-        forecast = forecaster(seen, totals[k], now) if forecaster is not None else None
-        decision, _ = evaluate(spec, workload_state, readings, state, now, forecast=forecast)
+        seen, now = grid.seen_at[k], grid.now[k]
+        readings = meter(k, cell, seen, reps.ready)
+        forecast = forecaster(seen, meter.totals[k], now) if forecaster is not None else None
+        decision = evaluate(spec, Observed(observer(reps.current, reps.ready), readings, state, now, forecast)).decision
         state = decision.state
-        reasons[decision.reason] += 1
-        if forecast is not None:
-            for step in decision.steps:
-                if step.name == "forecast":
-                    forecast_steps[step.reason] += 1
+        run.tally(decision, forecast is not None)
         reps.set(cell, decision.desired)
-        reps.fill(cell, min(cell + tick, cells))
+        reps.fill(cell, min(cell + grid.tick_cells, grid.cells))
         if progress is not None and (k + 1) % every == 0:
             progress(every)
     if progress is not None:
         progress(grid.ticks % every)
-    return Run(
-        name, reps.provisioned, reps.ready_cells, reps.actions, decisions=grid.ticks, reasons=reasons,
-        forecast_steps=forecast_steps,
-    )
+    run.actions = reps.actions
+    return run

@@ -8,7 +8,7 @@ and a stable ``error`` code (see :data:`~scalewise.policy.readings.ERROR_CODES`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -40,11 +40,14 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class WorkloadRef:
-    """What a query template may refer to: ``{workload}``, ``{namespace}``, ``{target}``."""
+    """What a query template may refer to: ``{workload}``, ``{namespace}``, ``{target}``; and the
+    workload's replicas as its orchestrator listed them for this read (``Orchestrator.replicas``),
+    which a source that samples replicas itself (``docker_cpu``) reads, keyed by their ids."""
 
     name: str
     namespace: str = "default"
     target: str = "docker"
+    replicas: tuple[ReplicaInfo, ...] | None = None
 
     def validated(self) -> WorkloadRef:
         """Raise ValueError unless every field follows the workload-name rule (no injection)."""
@@ -58,8 +61,9 @@ class WorkloadRef:
         return self
 
     @classmethod
-    def of(cls, spec: WorkloadSpec) -> WorkloadRef:
-        return cls(name=spec.name, namespace=spec.kubernetes.namespace, target=spec.target)
+    def of(cls, spec: WorkloadSpec, replicas: Sequence[ReplicaInfo] | None = None) -> WorkloadRef:
+        listed = tuple(replicas) if replicas is not None else None
+        return cls(name=spec.name, namespace=spec.kubernetes.namespace, target=spec.target, replicas=listed)
 
 
 @runtime_checkable

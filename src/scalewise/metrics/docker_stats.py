@@ -1,17 +1,19 @@
-"""CPU % per container of a workload from the Docker engine (no Prometheus needed).
+"""CPU % per replica of a workload from the Docker engine (no Prometheus needed).
 
-Containers of a workload are the *running* containers labelled ``scalewise.workload=<name>``
-(plain engine replicas; never-started anchors are excluded) plus those labelled
-``com.docker.swarm.service.name=<name>`` (Swarm tasks). Each container is sampled twice with
-``stats(stream=False)`` ``interval`` seconds apart; its CPU % is
-``(cpu_delta / system_delta) * online_cpus * 100`` (100 = one full core), keyed by container name.
-A container without a usable pair of samples is left out (the policy then treats it as a replica
-with a missing metric); no running container is a failed read ``no_replicas``.
+The replicas are the ones the workload's orchestrator listed for this read (``WorkloadRef.replicas``,
+from ``Orchestrator.replicas``: plain-engine containers or Swarm tasks); this source knows nothing of
+how an adapter labels its containers. Each listed replica that has a container and is not pending is
+sampled twice with the engine's one-shot stats, ``interval`` seconds apart; its CPU % is
+``(cpu_delta / system_delta) * online_cpus * 100`` (100 = one full core), keyed by the replica's id
+(the container name). A replica without a usable pair of samples is left out (the policy then treats
+it as a replica with a missing metric); no listing is a failed read ``source``, no started replica
+a failed read ``no_replicas``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,11 +22,8 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 
 from scalewise.metrics.base import Clock, WorkloadRef, utc_now
-from scalewise.orchestrators.docker_common import LABEL_ROLE, LABEL_WORKLOAD, ROLE_ANCHOR, ROLE_CANARY
 from scalewise.policy.config import MetricTarget
-from scalewise.policy.readings import MetricReading
-
-LABEL_SWARM_SERVICE = "com.docker.swarm.service.name"
+from scalewise.policy.readings import MetricReading, ReplicaInfo
 
 
 def cpu_percent(first: dict[str, Any], second: dict[str, Any]) -> float | None:
@@ -68,41 +67,35 @@ class DockerCpuSource:
             self._client = docker.from_env(timeout=int(max(1, self.timeout)))
         return self._client
 
-    def containers(self, workload: str) -> list[Any]:
-        """Running containers of the workload (plain-engine replicas and Swarm tasks), by name."""
-        found: dict[str, Any] = {}
-        for label in (f"{LABEL_WORKLOAD}={workload}", f"{LABEL_SWARM_SERVICE}={workload}"):
-            for c in self.client.containers.list(filters={"label": label, "status": "running"}):
-                if (c.labels or {}).get(LABEL_ROLE) in (ROLE_ANCHOR, ROLE_CANARY):  # not stable replicas
-                    continue
-                found[c.id] = c
-        return sorted(found.values(), key=lambda c: c.name)
+    @staticmethod
+    def sampled(replicas: Sequence[ReplicaInfo]) -> list[ReplicaInfo]:
+        """The listed replicas this source samples: started ones with a container."""
+        return [r for r in replicas if r.container_id and not r.pending]
 
-    def _sample(self, container: Any) -> dict[str, Any] | None:
+    def _sample(self, replica: ReplicaInfo) -> dict[str, Any] | None:
         try:
-            stats: dict[str, Any] = container.stats(stream=False, one_shot=True)
+            stats: dict[str, Any] = self.client.api.stats(replica.container_id, stream=False, one_shot=True)
             return stats
         except (NotFound, APIError):
             return None
 
-    def cpu_by_container(self, workload: str) -> dict[str, float]:
-        return self._cpu(self.containers(workload))
-
-    def _cpu(self, containers: list[Any]) -> dict[str, float]:
-        if not containers:
+    def cpu_by_replica(self, replicas: Sequence[ReplicaInfo]) -> dict[str, float]:
+        """CPU % of each sampled replica (:meth:`sampled`) by id; one without two usable samples is left out."""
+        sampled = self.sampled(replicas)
+        if not sampled:
             return {}
-        workers = max(1, min(self.max_workers, len(containers)))
+        workers = max(1, min(self.max_workers, len(sampled)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            first = list(pool.map(self._sample, containers))
+            first = list(pool.map(self._sample, sampled))
             time.sleep(self.interval)
-            second = list(pool.map(self._sample, containers))
+            second = list(pool.map(self._sample, sampled))
         values: dict[str, float] = {}
-        for container, a, b in zip(containers, first, second, strict=True):
+        for replica, a, b in zip(sampled, first, second, strict=True):
             if a is None or b is None:
                 continue
             pct = cpu_percent(a, b)
             if pct is not None:
-                values[container.name] = pct
+                values[replica.id] = pct
         return values
 
     def read(self, metric: MetricTarget, workload: WorkloadRef) -> MetricReading:
@@ -111,13 +104,17 @@ class DockerCpuSource:
             ref = workload.validated()
         except ValueError as exc:
             return MetricReading.failure(name, self._clock(), "bad_query", str(exc))
+        if ref.replicas is None:
+            return MetricReading.failure(
+                name,
+                self._clock(),
+                "source",
+                f"no replica listing for {ref.name!r}: pass WorkloadRef.of(spec, replicas=orchestrator.replicas(spec))",
+            )
+        if not self.sampled(ref.replicas):
+            return MetricReading.failure(name, self._clock(), "no_replicas", f"no running container of {ref.name!r}")
         try:
-            containers = self.containers(ref.name)
-            if not containers:
-                return MetricReading.failure(
-                    name, self._clock(), "no_replicas", f"no running container of {ref.name!r}"
-                )
-            values = self._cpu(containers)
+            values = self.cpu_by_replica(ref.replicas)
         except (DockerException, requests.exceptions.RequestException) as exc:
             text = f"{type(exc).__name__}: {exc}"[:300]
             code = "timeout" if "timed out" in text.lower() else "connection"
@@ -125,7 +122,5 @@ class DockerCpuSource:
                 code = "http"
             return MetricReading.failure(name, self._clock(), code, text)
         if not values:
-            return MetricReading.failure(
-                name, self._clock(), "source", "no container gave two usable samples"
-            )
+            return MetricReading.failure(name, self._clock(), "source", "no container gave two usable samples")
         return MetricReading.per_replica(name, self._clock(), values)

@@ -14,6 +14,11 @@ Rules every adapter follows:
   revision (a new revision number, like ``kubectl rollout undo``). It never chooses a target itself.
 - Every write that changes the rendered spec records a revision with
   :func:`~scalewise.revisions.record_revision` (the one numbering rule).
+- ``replicas`` lists the workload's live replicas (one :class:`~scalewise.policy.readings.ReplicaInfo`
+  each, sorted by id): ids unique and stable for a replica's life, named like its per-replica metric
+  series; ``ready`` as the adapter's ``ready_replicas`` counts it; ``pending`` for a replica not started
+  yet; ``container_id`` on the Docker targets. Replicas being removed are not listed.
+  Canary replicas are not listed.
 
 Canary (``update.strategy: canary``; the last four methods): canary replicas run the canary spec (a
 new revision's whole spec) beside the stable replicas, with the same labels and network alias, and
@@ -33,6 +38,7 @@ from typing import Protocol, runtime_checkable
 
 from scalewise.errors import PermanentError
 from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan
 from scalewise.spec import WorkloadSpec
 
@@ -71,6 +77,10 @@ class Orchestrator(Protocol):
     ) -> ConvergeResult: ...
 
     def revisions(self, spec: WorkloadSpec) -> list[Revision]: ...
+
+    def replicas(self, spec: WorkloadSpec) -> list[ReplicaInfo]:
+        """The live replicas, sorted by id (see the module rules); NotFoundError if the workload does not exist."""
+        ...
 
     def remove(self, spec: WorkloadSpec) -> None:
         """Delete the workload and everything it owns; no error if it is already gone."""

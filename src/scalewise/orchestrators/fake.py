@@ -16,6 +16,10 @@ Behaviour, as every adapter's:
   canary stays until aborted.
 - a canary is kept beside the workload (never in its counts or version); ``promote_canary`` is a
   rollout to the canary's spec.
+  :class:`RolloutFailed` names it;
+- ``replicas`` lists one replica per desired count, ids ``<name>-<n>`` (never reused): scaling out adds
+  new ids, scaling in drops the newest, a rollout replaces them all; none is pending, all are ready
+  unless the image is broken.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.waiting import poll_converged
 from scalewise.policy.canary import canary_replicas
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import (
     RollbackPlan,
     record_revision,
@@ -70,6 +75,7 @@ class _Workload:
     update_state: str | None = None
     message: str | None = None
     canary: _Canary | None = None
+    replica_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +95,7 @@ class FakeOrchestrator:
         self.clock = VirtualClock()
         self._workloads: dict[str, _Workload] = {}
         self._versions = itertools.count(1)
+        self._replica_seq = itertools.count(1)
         self._lock = threading.RLock()
 
     # ----------------------------------------------------------------------------- reads
@@ -127,6 +134,21 @@ class FakeOrchestrator:
         with self._lock:
             return list(self._get(spec).history)
 
+    def replicas(self, spec: WorkloadSpec) -> list[ReplicaInfo]:
+        with self._lock:
+            w = self._get(spec)
+            ready = w.spec.image not in self.broken_images
+            return sorted((ReplicaInfo(id=rid, ready=ready) for rid in w.replica_ids), key=lambda r: r.id)
+
+    def _resize(self, w: _Workload, replicas: int, *, replace: bool = False) -> None:
+        """``replicas`` ids: the newest go first on scale-in, new ids on scale-out; ``replace``: all new."""
+        if replace:
+            w.replica_ids = []
+        del w.replica_ids[replicas:]
+        while len(w.replica_ids) < replicas:
+            w.replica_ids.append(f"{w.spec.name}-{next(self._replica_seq)}")
+        w.desired = replicas
+
     def live_env(self, spec: WorkloadSpec) -> list[dict[str, str]]:
         """The environment each replica runs with (what a test reads around the adapter)."""
         with self._lock:
@@ -158,6 +180,7 @@ class FakeOrchestrator:
             raise RolloutFailed(spec.name, w.message, rolled_back_to=w.revision)
         w.history, w.revision = record_revision(w.history, new, datetime.now(UTC), at_least=w.revision, force_new=True)
         w.spec = new
+        self._resize(w, w.desired, replace=True)
         w.update_state = "completed"
         w.message = f"{reason} to {new.image} completed"
         self._bump(w)
@@ -172,10 +195,11 @@ class FakeOrchestrator:
                 desired = spec.replicas.start if replicas is None else replicas
                 history = [spec_revision(spec, 1, datetime.now(UTC))]
                 w = _Workload(spec=spec, desired=desired, version=next(self._versions), history=history)
+                self._resize(w, desired)
                 self._workloads[spec.name] = w
                 return self._state(spec, w)
             if replicas is not None and replicas != w.desired:
-                w.desired = replicas
+                self._resize(w, replicas)
                 self._bump(w)
             if render_template(spec) != render_template(w.spec):
                 return self._roll_out(spec, w, spec, "apply")
@@ -186,7 +210,7 @@ class FakeOrchestrator:
         with self._lock:
             w = self._checked(spec, expected_version)
             if replicas != w.desired:
-                w.desired = replicas
+                self._resize(w, replicas)
                 w.message = f"scaled to {replicas}"
                 self._bump(w)
             return self._state(spec, w)

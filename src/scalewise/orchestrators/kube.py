@@ -75,6 +75,9 @@ State
 - ``desired_replicas`` = ``spec.replicas``; ``ready_replicas`` = ``status.readyReplicas``;
   ``updated_replicas`` = ``status.updatedReplicas``; ``running_replicas`` = ``status.replicas``.
 - ``image``: the first container's image.
+- ``replicas``: the pods matching the object's ``spec.selector`` (as the HPA lists them), without
+  pods being deleted or finished (``Succeeded``/``Failed``); id = pod name, ``ready`` from the pod's
+  ``Ready`` condition, ``pending`` for phase ``Pending`` (not scheduled or not started).
 - ``revision`` (Deployment): the ``deployment.kubernetes.io/revision`` annotation. Right after a
   write, before the deployment controller observed it (``observedGeneration < generation``), the
   revision is computed the controller's way from the ReplicaSets: the ReplicaSet whose template
@@ -128,6 +131,7 @@ from scalewise.model import ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import NoCanary, ProgressFn
 from scalewise.orchestrators.history import dump_history, dump_template, parse_history, parse_template
 from scalewise.orchestrators.waiting import poll_converged
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision, template_hash
 from scalewise.spec import WorkloadSpec
 
@@ -252,6 +256,32 @@ def _seconds(value: float, minimum: int = 0) -> int:
 def _first_image(template: dict[str, Any]) -> str:
     containers = _get(template, "spec", "containers", default=[]) or [{}]
     return str(containers[0].get("image", ""))
+
+
+def label_selector(selector: dict[str, Any]) -> str:
+    """A ``LabelSelector`` object as the ``labelSelector`` query string (``a=b,c in (d,e),!f``)."""
+    terms = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op in ("In", "NotIn"):
+            terms.append(f"{key} {'in' if op == 'In' else 'notin'} ({','.join(values)})")
+        elif op == "Exists":
+            terms.append(str(key))
+        elif op == "DoesNotExist":
+            terms.append(f"!{key}")
+        else:
+            raise PermanentError(f"kubernetes: unknown label selector operator {op!r} for key {key!r}")
+    return ",".join(terms)
+
+
+def pod_replica(pod: dict[str, Any]) -> ReplicaInfo | None:
+    """A pod as a replica, or None when it is being deleted or has finished."""
+    phase = _get(pod, "status", "phase", default="Pending")
+    if _get(pod, "metadata", "deletionTimestamp") or phase in ("Succeeded", "Failed"):
+        return None
+    conditions = _get(pod, "status", "conditions", default=[]) or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return ReplicaInfo(id=str(_get(pod, "metadata", "name")), ready=ready, pending=phase == "Pending")
 
 
 def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
@@ -524,6 +554,16 @@ class KubernetesOrchestrator(NoCanary):
                 )
             )
         return out
+
+    def replicas(self, spec: WorkloadSpec) -> list[ReplicaInfo]:
+        obj = self._fetch(spec)
+        selector = label_selector(_get(obj, "spec", "selector", default={}) or {})
+        if not selector:  # an empty selector would match every pod of the namespace
+            raise PermanentError(f"kubernetes {self._plural(spec)} {spec.name!r}: no pod selector")
+        ns = spec.kubernetes.namespace
+        data = self._call("list", "pods", ns, "", self.core.list_namespaced_pod, ns, label_selector=selector)
+        found = (pod_replica(pod) for pod in data.get("items") or [])
+        return sorted((r for r in found if r is not None), key=lambda r: r.id)
 
     # ----------------------------------------------------------------------------- ownership
 

@@ -33,6 +33,10 @@ State
   Swarm replaces unhealthy tasks itself anyway).
 - ``updated_replicas``: running tasks whose task spec (image, container spec, ForceUpdate) equals
   the service's current ``TaskTemplate``.
+- ``replicas`` lists the same tasks (desired-state ``running``, not yet in a terminal state), each as
+  ``<service>.<slot>.<task id>``, the name Swarm gives the task's container (so it matches per-replica
+  series keyed by container name); ``ready`` as counted above; ``pending`` before ``starting`` (no
+  container yet, ``container_id`` None).
 - ``updating`` / ``update_state``: from ``UpdateStatus.State`` (``updating``, ``paused``,
   ``completed``, ``rollback_started``, ``rollback_paused``, ``rollback_completed``).
 
@@ -89,10 +93,14 @@ from scalewise.orchestrators.docker_common import (
 from scalewise.orchestrators.docker_common import mapped as _mapped
 from scalewise.orchestrators.docker_common import ns as _ns
 from scalewise.orchestrators.history import MAX_REVISIONS, dump_history, parse_history
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan, record_revision, restore, spec_revision
 from scalewise.spec import UpdateStrategy, WorkloadSpec
 
 _UPDATING_STATES = frozenset({"updating", "rollback_started"})
+#: Task states before its container is started, and the terminal ones (a task that will not run again).
+_PENDING_TASK_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready"})
+_ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
 _T = TypeVar("_T")
 
 
@@ -178,20 +186,7 @@ class SwarmOrchestrator(NoCanary):
         history = _parse_history(labels, image)
         revision = _current_revision(labels, history)
 
-        what = f"swarm service {name!r}: list tasks"
-        tasks: list[dict[str, Any]] = self._call(
-            what, self.api.tasks, filters={"service": service["ID"], "desired-state": "running"}
-        )
-        # A task filter by service accepts name prefixes; keep only this service's tasks.
-        tasks = [t for t in tasks if t.get("ServiceID") == service["ID"]]
-        unhealthy: set[str] = set()
-        if cspec.get("Healthcheck"):
-            containers = self._call(
-                f"swarm service {name!r}: list unhealthy containers",
-                self.api.containers,
-                filters={"label": f"com.docker.swarm.service.id={service['ID']}", "health": "unhealthy"},
-            )
-            unhealthy = {c["Id"] for c in containers}
+        tasks, unhealthy = self._tasks(name, service)
         running = ready = updated = 0
         for task in tasks:
             status = task.get("Status") or {}
@@ -199,8 +194,7 @@ class SwarmOrchestrator(NoCanary):
             if state not in ("starting", "running"):
                 continue
             running += 1
-            container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
-            if state == "running" and container_id not in unhealthy:
+            if self._task_ready(task, unhealthy):
                 ready += 1
             if self._task_is_current(task, template):
                 updated += 1
@@ -222,6 +216,53 @@ class SwarmOrchestrator(NoCanary):
             update_state=update_state,
             message=message,
         )
+
+    def _tasks(self, name: str, service: dict[str, Any]) -> tuple[list[dict[str, Any]], set[str]]:
+        """The service's tasks that should be running, and the ids of its containers reported unhealthy."""
+        what = f"swarm service {name!r}: list tasks"
+        tasks: list[dict[str, Any]] = self._call(
+            what, self.api.tasks, filters={"service": service["ID"], "desired-state": "running"}
+        )
+        # A task filter by service accepts name prefixes; keep only this service's tasks.
+        tasks = [t for t in tasks if t.get("ServiceID") == service["ID"]]
+        unhealthy: set[str] = set()
+        if ((service["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Healthcheck"):
+            containers = self._call(
+                f"swarm service {name!r}: list unhealthy containers",
+                self.api.containers,
+                filters={"label": f"com.docker.swarm.service.id={service['ID']}", "health": "unhealthy"},
+            )
+            unhealthy = {c["Id"] for c in containers}
+        return tasks, unhealthy
+
+    @staticmethod
+    def _container_id(task: dict[str, Any]) -> str | None:
+        found = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        return str(found) if found else None
+
+    @classmethod
+    def _task_ready(cls, task: dict[str, Any], unhealthy: set[str]) -> bool:
+        return (task.get("Status") or {}).get("State") == "running" and cls._container_id(task) not in unhealthy
+
+    def replicas(self, spec: WorkloadSpec) -> list[ReplicaInfo]:
+        service = self._inspect(spec.name)
+        name = service["Spec"].get("Name") or spec.name
+        tasks, unhealthy = self._tasks(spec.name, service)
+        listed: list[ReplicaInfo] = []
+        for task in tasks:
+            state = (task.get("Status") or {}).get("State")
+            if state in _ENDED_TASK_STATES:
+                continue
+            pending = state in _PENDING_TASK_STATES
+            listed.append(
+                ReplicaInfo(
+                    id=f"{name}.{task.get('Slot', 0)}.{task['ID']}",
+                    ready=self._task_ready(task, unhealthy),
+                    pending=pending,
+                    container_id=None if pending else self._container_id(task),
+                )
+            )
+        return sorted(listed, key=lambda r: r.id)
 
     @staticmethod
     def _task_is_current(task: dict[str, Any], template: dict[str, Any]) -> bool:

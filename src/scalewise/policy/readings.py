@@ -80,6 +80,11 @@ class MetricReading(BaseModel):
 class ReplicaInfo(BaseModel):
     """Readiness of one replica (pod, task, container), identified like the per-replica values.
 
+    Orchestrator adapters list them (``Orchestrator.replicas``); the policy matches ``id`` with the keys
+    of a per-replica reading. ``id`` is the name a per-replica series carries: the pod name on
+    Kubernetes, the container name on the plain engine, ``<service>.<slot>.<task id>`` (the name Swarm
+    gives the task's container) on Swarm. It stays the same for the replica's whole life.
+
     ``ready`` is only used for ``utilization`` metrics (the HPA discounts unready pods for CPU only);
     ``pending`` replicas count as unready for every metric.
     """
@@ -90,4 +95,9 @@ class ReplicaInfo(BaseModel):
     ready: bool = True
     pending: bool = Field(
         default=False, description="Not started yet (a Pending pod, a container not running): unready for every metric"
+    )
+    container_id: str | None = Field(
+        default=None,
+        description="The Docker container id (plain engine, Swarm task with a container) for sources that read"
+        " the engine; None on Kubernetes and for a task whose container does not exist yet",
     )

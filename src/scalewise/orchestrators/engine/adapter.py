@@ -19,6 +19,7 @@ from scalewise.orchestrators.engine.labels import Group, Record, template_hash
 from scalewise.orchestrators.engine.lock import LOCK_TIMEOUT_S, workload_lock
 from scalewise.orchestrators.engine.reconcile import converge_count, reconcile
 from scalewise.orchestrators.engine.rollout import rolling_update
+from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan, restore, spec_revision
 from scalewise.spec import WorkloadSpec
 
@@ -95,6 +96,18 @@ class EngineOrchestrator:
 
     def revisions(self, spec: WorkloadSpec) -> list[Revision]:
         return list(self.containers.group(spec.name).record().history)
+
+    def replicas(self, spec: WorkloadSpec) -> list[ReplicaInfo]:
+        """The replica containers (never the anchors, nor containers being removed), by container name;
+        a created but never started container is pending."""
+        group = self.containers.group(spec.name)
+        if group.empty:
+            raise NotFoundError(f"docker workload {spec.name!r}: no containers of it exist")
+        live = [b for b in group.replicas if b.state not in ("removing", "dead")]
+        return sorted(
+            (ReplicaInfo(id=b.name, ready=b.ready, pending=b.state == "created", container_id=b.id) for b in live),
+            key=lambda r: r.id,
+        )
 
     def _checked(self, spec: WorkloadSpec, expected_version: str | None) -> Group:
         group = self.containers.group(spec.name)
