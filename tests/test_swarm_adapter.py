@@ -238,7 +238,8 @@ def test_native_update_and_rollback_config_are_set(
     cspec = svc["TaskTemplate"]["ContainerSpec"]
     assert cspec["Healthcheck"]["Test"] == ["CMD-SHELL", HTTP_CHECK]
     assert cspec["Healthcheck"]["Interval"] == NS
-    assert cspec["Healthcheck"]["Retries"] == 2
+    assert cspec["Healthcheck"]["Retries"] == 3  # tests.support.targets: 3 retries, 5 s timeout
+    assert cspec["Healthcheck"]["Timeout"] == 5 * NS
     assert cspec["StopGracePeriod"] == NS
     assert svc["Labels"][LABEL_WORKLOAD] == spec.name
     assert svc["Labels"][LABEL_MANAGED] == "true"
