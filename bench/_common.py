@@ -62,3 +62,14 @@ def drain_prefect(timeout_s: float = 30.0) -> None:
 
     APILogWorker.drain_all(timeout=timeout_s)
     EventsWorker.drain_all(timeout=timeout_s)
+
+
+def tear_down(server: Any, service: str) -> None:
+    """Remove the bench's Swarm service, send Prefect's buffered logs/events, stop the server and its database."""
+    import docker
+
+    for svc in docker.from_env().services.list(filters={"name": service}):
+        svc.remove()
+    drain_prefect()
+    server.stop()
+    server.stop_database()

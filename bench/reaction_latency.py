@@ -44,7 +44,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import drain_prefect, loadavg, start_local_server, use_api  # noqa: E402
+from bench._common import loadavg, start_local_server, tear_down, use_api  # noqa: E402
 
 QUERY = 'sum(scalewise_test_load{workload="{workload}"})'
 LOW, HIGH = 0.5, 40.0
@@ -265,7 +265,6 @@ def run_paths(args: argparse.Namespace, paths: list[str], database: str) -> dict
     out: dict[str, Any] = {}
     name = f"react-{uuid.uuid4().hex[:6]}"
     (wdir / f"{name}.yaml").write_text(yaml.safe_dump(spec_doc(name)))
-    import docker
 
     try:
         with start_prometheus() as prom, temporary_settings(updates={PREFECT_API_URL: server.api_url}):
@@ -284,11 +283,7 @@ def run_paths(args: argparse.Namespace, paths: list[str], database: str) -> dict
             if "scheduled" in paths:
                 out["scheduled"] = bench_scheduled(rig, args, server.api_url, wdir, home, Served)
     finally:
-        for svc in docker.from_env().services.list(filters={"name": name}):
-            svc.remove()
-        drain_prefect()
-        server.stop()
-        server.stop_database()
+        tear_down(server, name)
     return out
 
 

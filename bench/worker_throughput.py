@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import drain_prefect, loadavg, start_local_server, summary, use_api  # noqa: E402
+from bench._common import loadavg, start_local_server, summary, tear_down, use_api  # noqa: E402
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
@@ -136,7 +136,6 @@ def bench(database: str, counts: list[int], n_runs: int, limit: int | None, time
         "replicas": {"min": 1, "max": 4, "initial": 1}, "stop_grace_period": "1s",
     }))
     pool = f"bench-{uuid.uuid4().hex[:6]}"
-    import docker
     from prefect.client.orchestration import get_client
 
     from flows.deploy import deploy
@@ -161,11 +160,7 @@ def bench(database: str, counts: list[int], n_runs: int, limit: int | None, time
                 finally:
                     workers.stop()
     finally:
-        for svc in docker.from_env().services.list(filters={"name": name}):
-            svc.remove()
-        drain_prefect()
-        server.stop()
-        server.stop_database()
+        tear_down(server, name)
     return out
 
 
