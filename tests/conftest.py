@@ -10,7 +10,14 @@ pytest_plugins = [
     "tests.support.target_fake",
 ]
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
+
+# A loaded 2-core machine can hold a Prometheus query past the product's default 5 s; a timed-out read
+# is a missing metric and the decision holds before its later steps (ci7 lost a forecast step so).
+# Set for the whole session so the processes the tests start (serve, receivers) inherit it too.
+os.environ.setdefault("SCALEWISE_PROMETHEUS_TIMEOUT", "60")
 
 #: Fixtures that start or need a real component (dockerd, Swarm, a Prefect server, Prometheus,
 #: Alertmanager, the Kubernetes control plane). A test using none of them is in the fast tier.

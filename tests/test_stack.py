@@ -85,6 +85,17 @@ class Stack:
         data: dict[str, Any] = resp.json()
         return data
 
+    def quiet_schedules(self, deployment: str) -> None:
+        """Turn off ``deployment``'s schedules (the server drops their future runs). None of these tests
+        needs the 15 s autoscale schedule, and on process workers each of its runs is a new Python process
+        (~3 s CPU of imports): under CPU stress they piled up 8 at once and starved the other tests."""
+        dep = httpx.get(f"{self.api}/deployments/name/{deployment}", timeout=30)
+        dep.raise_for_status()
+        for sched in dep.json()["schedules"]:
+            resp = httpx.patch(f"{self.api}/deployments/{dep.json()['id']}/schedules/{sched['id']}",
+                               json={"active": False}, timeout=30)
+            resp.raise_for_status()
+
     def start_run(self, deployment: str, parameters: dict[str, Any]) -> str:
         dep = httpx.get(f"{self.api}/deployments/name/{deployment}", timeout=30)
         dep.raise_for_status()
@@ -147,6 +158,7 @@ def stack(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
                             timeout=UP_TIMEOUT_S)
         assert up.returncode == 0, up.stdout + up.stderr + created.logs("prefect-server", "setup", "worker")
         env["PREFECT_API_URL"] = created.api
+        created.quiet_schedules("autoscale/scalewise")
         yield created
     finally:
         down = subprocess.run(["bash", "scripts/stack.sh", "down", "--volumes"], cwd=ROOT, env=env,

@@ -137,7 +137,9 @@ def test_autoscaler_path_shows_the_forecast_step(
     assert forecast is not None and forecast.forecaster == "seasonal_window" and forecast.value is not None
     assert "7/7" in forecast.detail  # the seven backfilled past days
     result = autoscaler.result_of(ev, "planned", spec)
-    line = next(x for x in result.steps if x.startswith("forecast:"))
+    lines = [x for x in result.steps if x.startswith("forecast:")]
+    assert lines, f"no forecast step; the decision: {ev.decision.reason} {ev.decision.detail}; steps {result.steps}"
+    line = lines[0]
     assert "seasonal_window forecast" in line and "floor" in line
     assert result.decision is not None
     assert replay(DecisionRecord.model_validate(result.decision)) == ev.decision

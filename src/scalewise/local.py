@@ -240,7 +240,7 @@ class LocalServer:
 def start_server(
     home: Path,
     port: int = 4200,
-    timeout_s: float = 90.0,
+    timeout_s: float = 300.0,  # a loaded 2-core machine took 147-256 s
     database: Database | None = None,
     db_home: Path | None = None,
 ) -> LocalServer:
