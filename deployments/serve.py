@@ -13,6 +13,7 @@ from typing import Any
 from apply_automations import apply_run_health  # type: ignore[import-not-found]  # sibling file
 from prefect import serve
 from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
+from warm_start import enable as warm_start  # type: ignore[import-not-found]  # sibling file
 
 from flows.abort import abort
 from flows.analysis import analyze
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     # Served runs are child processes: they read this when they start, and send heartbeats; the
     # run_health automation marks a run whose process died Crashed.
     enable_heartbeats()
+    try:
+        how = warm_start(f.fn.__module__ for f in OPERATIONS)
+    except ValueError as exc:  # a bad SCALEWISE_RUN_START: say which and stop before anything
+        raise SystemExit(f"serve.py: {exc}") from None
+    print(f"serve.py: runs start by {how}", flush=True)
     apply_run_health()
     for workload in args.deploy:
         deploy(workload=workload, reason="initial deploy", trigger=Trigger(kind="api", actor="serve.py"))

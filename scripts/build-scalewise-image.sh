@@ -65,7 +65,7 @@ fi
 
 # 2. The scalewise image: skipped when nothing that goes into it changed.
 inputs=(pyproject.toml requirements.lock prefect.yaml deployments/scalewise.Dockerfile
-        deployments/healthcheck.py deployments/serve.py deployments/triggers.py
+        deployments/healthcheck.py deployments/serve.py deployments/triggers.py deployments/warm_start.py
         deployments/pools.py deployments/apply_automations.py deployments/automations.yaml
         scripts/build-scalewise-image.sh)
 app_hash=$( {
@@ -117,7 +117,7 @@ fi
 cp "$wheels"/*.whl "$wheels/requirements.txt" "$ctx/deps/"
 rm -f "$ctx/want.txt"
 cp -r flows tasks prefect.yaml "$ctx/project/"
-cp deployments/serve.py deployments/triggers.py deployments/healthcheck.py deployments/pools.py \
+cp deployments/serve.py deployments/triggers.py deployments/warm_start.py deployments/healthcheck.py deployments/pools.py \
   deployments/apply_automations.py deployments/automations.yaml "$ctx/project/deployments/"
 find "$ctx/project" -name __pycache__ -prune -exec rm -rf {} +
 cp deployments/scalewise.Dockerfile "$ctx/Dockerfile"

@@ -1,7 +1,8 @@
 """One operation per workload at a time: a Prefect global concurrency limit per workload.
 
-The limit (``scalewise-workload-<name>``, limit 1) is created before it is taken, and taken
-strictly: a missing limit never runs unprotected.
+The limit (``scalewise-workload-<name>``, limit 1) is taken strictly: when the first attempt finds
+it missing (the server then grants a lease on nothing), that lease is dropped, the limit created
+and taken; a missing limit never runs unprotected. The common case is one request.
 
 A holder that dies must not block the workload for long. Prefect's lease is the backstop (the
 server's minimum lease is 60 s; it is renewed by Prefect every 45 s and revoked by the server's
@@ -28,12 +29,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableCreate, VariableUpdate
 from prefect.concurrency._leases import maintain_concurrency_lease
 from prefect.concurrency._sync import release_concurrency_slots_with_lease
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.variables import Variable
 
 from scalewise.errors import LockUnavailable
 from scalewise.settings import lock_timeout_s
@@ -89,13 +89,29 @@ def _read_marker(workload: str) -> tuple[dict[str, Any] | None, datetime | None]
 
 
 def _write_marker(workload: str, value: dict[str, Any]) -> None:
-    Variable.set(marker_name(workload), value, tags=["scalewise-lock"], overwrite=True)
+    """One request when the marker exists (an update), two when it does not (then a create).
+    (``Variable.set(overwrite=True)`` reads, updates and reads again: three.)"""
+    import httpx
+
+    name = marker_name(workload)
+    with get_client(sync_client=True) as client:
+        try:
+            client.update_variable(VariableUpdate(name=name, value=value, tags=["scalewise-lock"]))
+            return
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+        try:
+            client.create_variable(VariableCreate(name=name, value=value, tags=["scalewise-lock"]))
+        except ObjectAlreadyExists:  # created meanwhile by another writer: ours is the newer value
+            client.update_variable(VariableUpdate(name=name, value=value, tags=["scalewise-lock"]))
 
 
 def _clear_marker(workload: str, lease_id: str) -> None:
     value, _ = _read_marker(workload)
     if value is not None and value.get("lease_id") == lease_id:
-        Variable.unset(marker_name(workload))
+        with get_client(sync_client=True) as client, suppress(ObjectNotFound):
+            client.delete_variable_by_name(marker_name(workload))
 
 
 class _StaleWatch:
@@ -130,8 +146,15 @@ def _take_over(workload: str, lease_id: str) -> None:
         _clear_marker(workload, lease_id)
 
 
+class _Missing(Exception):
+    """The workload's concurrency limit does not exist yet."""
+
+
 def _try_acquire(name: str) -> uuid.UUID | None:
-    """One attempt at the slot: the lease id, or None when the slot is taken (HTTP 423)."""
+    """One attempt at the slot: the lease id, or None when the slot is taken (HTTP 423).
+
+    Raises :class:`_Missing` when the limit does not exist: the server then grants a lease on
+    nothing, which is released here at once (a missing limit never runs unprotected)."""
     import httpx
 
     with get_client(sync_client=True) as client:
@@ -143,17 +166,29 @@ def _try_acquire(name: str) -> uuid.UUID | None:
             if exc.response.status_code == 423:
                 return None
             raise
-    data = response.json()
-    if not data.get("limits"):
-        raise LockUnavailable(f"concurrency limit {name!r} is missing (it is created before it is taken)")
+        data = response.json()
+        if not data.get("limits"):
+            with suppress(Exception):  # a lease on no limit holds nothing; it also expires on its own
+                client.release_concurrency_slots_with_lease(uuid.UUID(str(data["lease_id"])))
+            raise _Missing(name)
     return uuid.UUID(str(data["lease_id"]))
 
 
 def _acquire(workload: str, name: str, wait: float) -> uuid.UUID:
+    """The lease on the workload's slot. The common case is one request: the limit is created only
+    when the first attempt finds it missing (once per workload, ever)."""
     deadline = time.monotonic() + wait
     watch = _StaleWatch(workload)
+    created = False
     while True:
-        lease_id = _try_acquire(name)
+        try:
+            lease_id = _try_acquire(name)
+        except _Missing:
+            if created:
+                raise LockUnavailable(f"concurrency limit {name!r} is missing right after it was created") from None
+            ensure_lock(workload)
+            created = True
+            continue
         if lease_id is not None:
             return lease_id
         if time.monotonic() >= deadline:
@@ -181,7 +216,7 @@ def _beat(workload: str, value: dict[str, Any], stop: threading.Event) -> None:
 
 @contextmanager
 def workload_lock(workload: str, timeout_s: float | None = None) -> Iterator[None]:
-    name = ensure_lock(workload)
+    name = lock_name(workload)
     wait = lock_timeout_s() if timeout_s is None else timeout_s
     try:
         lease_id = _acquire(workload, name, wait)
