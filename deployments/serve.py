@@ -11,7 +11,6 @@ import argparse
 from typing import Any
 
 from apply_automations import apply_run_health  # type: ignore[import-not-found]  # sibling file
-from prefect import serve
 from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
 from warm_start import enable as warm_start  # type: ignore[import-not-found]  # sibling file
 
@@ -43,15 +42,37 @@ def entrypoint(f: Any) -> str:
     return f"{f.fn.__module__.replace('.', '/')}.py:{f.fn.__name__}"
 
 
-def runner_deployments() -> list[Any]:
+def deployment_options(f: Any) -> dict[str, Any]:
     # schedules and triggers come from prefect.yaml (deployments/triggers.py), the one definition
-    return [
-        f.to_deployment(
-            name=DEPLOYMENT_NAME, tags=["scalewise"], description=(f.__doc__ or "").split("\n")[0],
-            **declared(entrypoint(f), f.name),
-        )
-        for f in OPERATIONS
-    ]
+    return {
+        "name": DEPLOYMENT_NAME, "tags": ["scalewise"], "description": (f.__doc__ or "").split("\n")[0],
+        **declared(entrypoint(f), f.name),
+    }
+
+
+def runner_deployments() -> list[Any]:
+    return [f.to_deployment(**deployment_options(f)) for f in OPERATIONS]
+
+
+def serve_in_memory(query_seconds: float) -> None:
+    """Prefect's ``serve()``, with each flow registered in memory (``Runner.add_flow``).
+
+    ``prefect.serve(*deployments)`` registers deployments only, so the runner starts every run with
+    ``python -m prefect.engine``, which loads the flow from its entrypoint in a new interpreter. With the
+    flow in memory the runner starts the run from the flow object (``run_flow_in_subprocess``), which
+    warm_start forks from a process that has imported everything already."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True, query_seconds=query_seconds)
+    for f in OPERATIONS:
+        runner.add_flow(f, **deployment_options(f))
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        print(f"serve.py: {type(exc).__name__}, shutting down", flush=True)
 
 
 def take_over(deployments: list[Any]) -> list[str]:
@@ -106,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         cancelled = []
     if cancelled:
         print(f"serve.py: cancelled {len(cancelled)} due autoscale runs of a backlog (the newest acts)", flush=True)
-    serve(*served, query_seconds=args.poll)
+    serve_in_memory(args.poll)
 
 
 if __name__ == "__main__":

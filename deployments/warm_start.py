@@ -38,6 +38,7 @@ def enable(flow_modules: Iterable[str]) -> str:
     The fork server is started here (not at the first run), so its imports are paid once, up front,
     while serve registers its deployments, and it forks from a process with no threads."""
     how = method()
+    _pickle_flows_by_reference()
     if how == "spawn":
         return how
     import prefect.flow_engine as flow_engine
@@ -52,3 +53,23 @@ def enable(flow_modules: Iterable[str]) -> str:
 
     forkserver.ensure_running()
     return how
+
+
+def _pickle_flows_by_reference() -> None:
+    """A run started from a flow object carries the flow pickled (cloudpickle). A module-level flow
+    is not found by its function's qualified name (that name holds the Flow, not the function), so
+    cloudpickle copies the function by value, without the module globals its string annotations name
+    (``from __future__ import annotations``): Prefect then fails the run with "`ScaleModel` is not
+    fully defined". Pickled as "attribute NAME of module M", the child imports the real flow instead."""
+    import copyreg
+    import sys
+
+    from prefect.flows import Flow
+
+    def by_reference(flow: Flow[..., object]) -> tuple[object, ...]:
+        module = sys.modules.get(flow.fn.__module__)
+        if module is not None and getattr(module, flow.fn.__name__, None) is flow:
+            return getattr, (module, flow.fn.__name__)
+        return object.__reduce_ex__(flow, 4)  # not a module-level flow: pickle it as Prefect would
+
+    copyreg.pickle(Flow, by_reference)
