@@ -201,11 +201,6 @@ def _acquire(workload: str, name: str, wait: float) -> uuid.UUID:
 
 
 def _beat(workload: str, value: dict[str, Any], stop: threading.Event) -> None:
-    """Write the marker at once (off the operation's path: taking the lock is one request), then beat it."""
-    try:
-        _write_marker(workload, value)
-    except Exception as exc:  # until a beat lands, a waiter sees no marker and Prefect's lease applies
-        log.warning("%s: lock marker write failed: %s: %s", workload, type(exc).__name__, exc)
     n = 0
     while not stop.wait(BEAT_S):
         n += 1
@@ -234,6 +229,10 @@ def workload_lock(workload: str, timeout_s: float | None = None) -> Iterator[Non
         target=ctx.run, args=(_beat, workload, value, stop), daemon=True, name=f"lock-beat-{workload}"
     )
     try:
+        # Before the operation does anything: a holder killed right after taking the lock must leave a
+        # marker, or waiters fall back to Prefect's 60 s lease (test_lock_lease caught a marker written
+        # asynchronously by the beat thread).
+        _write_marker(workload, value)
         beat.start()
         with maintain_concurrency_lease(lease_id, LEASE_S, raise_on_lease_renewal_failure=True):
             yield
