@@ -32,6 +32,10 @@ from scalewise.settings import enable_heartbeats
 from tasks.schedule import collapse_backlog
 
 DEPLOYMENT_NAME = "scalewise"
+#: Runs served at once. Prefect's runner default is 5: a burst of webhook requests then waited in
+#: "scheduled runs skipped (at capacity)" for tens of seconds (bench/webhook_bench.py), and runs of one
+#: workload waiting for its lock hold slots too. A warm-started run costs little until it works.
+RUN_LIMIT = 20
 OPERATIONS: list[Any] = [
     deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest, analyze,
     canary, promote, abort,
@@ -54,7 +58,7 @@ def runner_deployments() -> list[Any]:
     return [f.to_deployment(**deployment_options(f)) for f in OPERATIONS]
 
 
-def serve_in_memory(query_seconds: float) -> None:
+def serve_in_memory(query_seconds: float, limit: int = RUN_LIMIT) -> None:
     """Prefect's ``serve()``, with each flow registered in memory (``Runner.add_flow``).
 
     ``prefect.serve(*deployments)`` registers deployments only, so the runner starts every run with
@@ -66,7 +70,7 @@ def serve_in_memory(query_seconds: float) -> None:
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
-    runner = Runner(pause_on_shutdown=True, query_seconds=query_seconds)
+    runner = Runner(pause_on_shutdown=True, query_seconds=query_seconds, limit=limit)
     for f in OPERATIONS:
         runner.add_flow(f, **deployment_options(f))
     try:
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deploy", action="append", default=[], metavar="WORKLOAD", help="deploy first")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls for scheduled runs")
+    parser.add_argument("--limit", type=int, default=RUN_LIMIT, help=f"runs at once (default {RUN_LIMIT})")
     args = parser.parse_args(argv)
     # Served runs are child processes: they read this when they start, and send heartbeats; the
     # run_health automation marks a run whose process died Crashed.
@@ -127,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         cancelled = []
     if cancelled:
         print(f"serve.py: cancelled {len(cancelled)} due autoscale runs of a backlog (the newest acts)", flush=True)
-    serve_in_memory(args.poll)
+    if args.limit < 1:
+        raise SystemExit(f"serve.py: --limit must be at least 1, not {args.limit}")
+    serve_in_memory(args.poll, args.limit)
 
 
 if __name__ == "__main__":
