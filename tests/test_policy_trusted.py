@@ -49,3 +49,14 @@ def test_config_hash_follows_model_copy():
     assert changed.config_hash() != first
     assert changed.config_hash() == AutoscalingSpec.model_validate(changed.model_dump()).config_hash()
     assert spec.model_copy().config_hash() == first
+
+
+def test_spec_equality_ignores_the_cached_hash():
+    data = {"metrics": [{"name": "rps", "query": "up", "target": 1}]}
+    hashed, fresh = AutoscalingSpec.model_validate(data), AutoscalingSpec.model_validate(data)
+    hashed.config_hash()
+    assert hashed == fresh and fresh == hashed
+    assert hash(hashed) == hash(fresh) and len({hashed, fresh}) == 1
+    other = hashed.model_copy(update={"tolerance": 0.2})
+    assert other != hashed and other != fresh
+    assert hashed != data  # a dict is not a spec

@@ -423,6 +423,16 @@ class AutoscalingSpec(_Strict):
         self._hash = cached
         return cached
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when the fields are: the cached config hash (a private attribute) plays no part."""
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        """From the config hash, which equal specs share (the fields hold lists, so they cannot be hashed)."""
+        return hash(self.config_hash())
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> AutoscalingSpec:
         """A copy; with ``update`` its config hash is computed afresh (the cached one is for the old fields)."""
         copy = super().model_copy(update=update, deep=deep)
