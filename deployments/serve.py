@@ -32,10 +32,10 @@ from scalewise.settings import enable_heartbeats
 from tasks.schedule import collapse_backlog
 
 DEPLOYMENT_NAME = "scalewise"
-#: Runs served at once. Prefect's runner default is 5: a burst of webhook requests then waited in
-#: "scheduled runs skipped (at capacity)" for tens of seconds (bench/webhook_bench.py), and runs of one
-#: workload waiting for its lock hold slots too. A warm-started run costs little until it works.
-RUN_LIMIT = 20
+#: Runs served at once (Prefect's runner default). 20 was tried: the "skipped (at capacity)" waits went,
+#: but 20 runs at once on 2 cores waited on the CPU and each other's workload locks instead
+#: (bench/webhook_bench.py request -> write p50 at 1/s 35 s -> 91 s, at 5/s 46 s -> 48 s; session 5 note).
+RUN_LIMIT = 5
 OPERATIONS: list[Any] = [
     deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest, analyze,
     canary, promote, abort,
