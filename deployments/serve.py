@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls for scheduled runs")
     parser.add_argument("--limit", type=int, default=RUN_LIMIT, help=f"runs at once (default {RUN_LIMIT})")
     args = parser.parse_args(argv)
+    if args.limit < 1:  # refused before anything is deployed or registered
+        parser.error(f"--limit must be at least 1, not {args.limit}")
     # Served runs are child processes: they read this when they start, and send heartbeats; the
     # run_health automation marks a run whose process died Crashed.
     enable_heartbeats()
@@ -132,8 +134,6 @@ def main(argv: list[str] | None = None) -> None:
         cancelled = []
     if cancelled:
         print(f"serve.py: cancelled {len(cancelled)} due autoscale runs of a backlog (the newest acts)", flush=True)
-    if args.limit < 1:
-        raise SystemExit(f"serve.py: --limit must be at least 1, not {args.limit}")
     serve_in_memory(args.poll, args.limit)
 
 
