@@ -125,12 +125,17 @@ def healthy(name: str) -> int:
     return len(out.stdout.split())
 
 
-def worker_of(stack: Stack, run_id: str) -> str | None:
-    """The id of the stack's worker container that took flow run ``run_id`` (its log names the run)."""
+def worker_of(stack: Stack, run_id: str, marker: str) -> str | None:
+    """The id of the stack's worker container that runs flow run ``run_id``.
+
+    Every worker that tried to claim the run names it in its log (the losers with "Aborted submission of
+    flow run"), so the container must also show ``marker``, a line only the run's own process writes.
+    """
     client = docker.from_env()
     try:
         for c in client.containers.list(filters={"label": f"com.docker.swarm.service.name={stack.name}_worker"}):
-            if run_id in c.logs(tail=2000).decode(errors="replace"):
+            text = c.logs(tail=4000).decode(errors="replace")
+            if run_id in text and marker in text:
                 return str(c.id)
         return None
     finally:
@@ -222,7 +227,7 @@ def test_alert_fires_and_a_worker_scales_the_swarm_service(stack: Stack) -> None
     # The flow ran in a worker container of the stack, from the stack's work pool.
     run_id = record["run_url"].rstrip("/").rsplit("/", 1)[-1]
     assert stack.flow_run(run_id)["work_pool_name"] == "scalewise"
-    assert worker_of(stack, run_id) is not None, logs()
+    assert worker_of(stack, run_id, f"recorded scale-out of {name} by") is not None, logs()
 
 
 class ReadyWatch:
@@ -278,7 +283,8 @@ def test_killing_the_worker_in_a_rolling_update(stack: Stack) -> None:
             return run if run["state_type"] == "RUNNING" and state == "updating" else None
 
         wait_for(updating, "the rolling update to be under way on a worker", logs=logs)
-        container = wait_for(lambda: worker_of(stack, run_id), "the worker container that runs it", logs=logs)
+        marker = f"recorded rolling-update of {name} by"  # the run's own first log line
+        container = wait_for(lambda: worker_of(stack, run_id, marker), "the worker container that runs it", logs=logs)
         subprocess.run(["docker", "kill", container], check=True, capture_output=True, timeout=60)
 
         # The workload lock is free within its lease (taken over from the dead holder, or released).
@@ -287,7 +293,7 @@ def test_killing_the_worker_in_a_rolling_update(stack: Stack) -> None:
 
         crashed = wait_for(lambda: stack.flow_run(run_id)["state_type"] in ("CRASHED", "FAILED", "COMPLETED")
                            and stack.flow_run(run_id), "the killed run to reach a final state", logs=logs)
-        assert crashed["state_type"] == "CRASHED", crashed["state"]
+        assert crashed["state_type"] == "CRASHED", (crashed["state"], logs())
 
         # Swarm finishes (or rolls back) the update on its own: never fewer healthy replicas than 2.
         final = wait_for(lambda: (service(name).get("UpdateStatus") or {}).get("State")

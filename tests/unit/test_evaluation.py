@@ -135,13 +135,17 @@ def test_the_ticker_counts_ticks_and_stops() -> None:
     seen: list[int] = []
     assert ticker.every(0.01, seen.append, max_ticks=3) == 3
     assert seen == [1, 2, 3]
+    # A stop set from another thread (a signal handler) ends the 60 s wait after the first tick at once.
     stop = threading.Event()
-
-    def tick(n: int) -> None:
-        if n == 2:
-            stop.set()
-
-    assert ticker.every(60.0, tick, stop=stop) == 2  # a set stop ends the wait at once
-    assert ticker.every(1.0, tick, stop=stop) == 0  # already stopped: no tick
+    ticked = threading.Event()
+    result: list[int] = []
+    loop = threading.Thread(target=lambda: result.append(ticker.every(60.0, lambda n: ticked.set(), stop=stop)))
+    loop.start()
+    assert ticked.wait(30)
+    stop.set()
+    loop.join(30)  # the wait is 60 s: a loop still alive here did not stop on the event
+    assert not loop.is_alive() and result == [1]
+    assert ticker.every(1.0, seen.append, stop=stop) == 0  # already stopped: no tick
+    assert seen == [1, 2, 3]
     with pytest.raises(ValueError, match="interval must be positive"):
-        ticker.every(0, tick)
+        ticker.every(0, seen.append)
