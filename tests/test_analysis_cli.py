@@ -53,3 +53,9 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--approval-timeout: must be positive" in proc.stdout + proc.stderr
     proc = cli("approve", "1234", cwd=tmp_path)
     assert proc.returncode == 2 and "RUN: '1234' is not a flow run id" in proc.stdout + proc.stderr
+    proc = cli("approve", cwd=tmp_path)
+    assert proc.returncode == 2 and "RUN: give a flow run id or --workload" in proc.stdout + proc.stderr
+    proc = cli("approve", "0b6c2f6e-5a41-4b9e-9f0e-2d7c1f0e8a11", "--workload", "web", cwd=tmp_path)
+    assert proc.returncode == 2 and "RUN: give a flow run id or --workload, one of the two" in proc.stdout + proc.stderr
+    proc = cli("approve", "--workload", " ", cwd=tmp_path)
+    assert proc.returncode == 2 and "--workload: must not be empty" in proc.stdout + proc.stderr

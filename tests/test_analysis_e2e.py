@@ -187,8 +187,10 @@ def test_inconclusive_pauses_and_is_approved_with_the_cli(prom_env: PromEnv, wor
         assert f"scalewise approve {paused.id}" in log.read_text()
         bad = cli("approve", "not-a-run-id")
         assert bad.returncode == 2 and "RUN: 'not-a-run-id' is not a flow run id" in bad.stdout + bad.stderr
-        done = cli("approve", str(paused.id), "--comment", "error ratio 10% is the known batch job")
+        # by the workload's name: it has exactly one paused run
+        done = cli("approve", "--workload", workload, "--comment", "error ratio 10% is the known batch job")
         assert done.returncode == 0, done.stdout + done.stderr
+        assert f"({paused.id})" in done.stdout, done.stdout
         assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
@@ -203,6 +205,8 @@ def test_inconclusive_pauses_and_is_approved_with_the_cli(prom_env: PromEnv, wor
     assert "error-ratio=[0.1] Inconclusive" in detail and "approved by cli:" in detail
     again = cli("approve", str(paused.id))  # nothing to approve any more
     assert again.returncode == 1 and "is not paused" in again.stdout + again.stderr
+    again = cli("approve", "--workload", workload)
+    assert again.returncode == 1 and f"no run of workload {workload!r} is paused" in again.stdout + again.stderr
 
 
 def test_inconclusive_rejected_through_the_api_fails_the_run(prom_env: PromEnv, workload: str) -> None:

@@ -40,6 +40,32 @@ def parse_run_id(value: str) -> uuid.UUID:
         raise ApprovalError(f"RUN: {value!r} is not a flow run id (a UUID, as printed by the paused run)") from None
 
 
+def paused_run_of(workload: str) -> str:
+    """The id of the one paused flow run acting on ``workload`` (its ``workload`` parameter).
+
+    Raises ApprovalError when none is paused, or when several are (naming them: answer one by id).
+    """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    if not workload.strip():
+        raise ApprovalError("--workload: must not be empty")
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+            limit=200,
+        )
+    mine = [r for r in runs if (r.parameters or {}).get("workload") == workload]
+    if not mine:
+        raise ApprovalError(f"--workload: no run of workload {workload!r} is paused for approval")
+    if len(mine) > 1:
+        listed = ", ".join(f"{r.name} ({r.id})" for r in mine)
+        raise ApprovalError(f"--workload: {len(mine)} runs of {workload!r} are paused: {listed}; answer one by its id")
+    return str(mine[0].id)
+
+
 def resume(run_id: str, approve: bool, comment: str, approver: str | None) -> str:
     """Answer the paused flow run ``run_id``; returns its name. Raises ApprovalError with the reason."""
     rid = parse_run_id(run_id)

@@ -419,16 +419,27 @@ def analyze(
 
 @app.command()
 def approve(
-    run: Annotated[str, typer.Argument(help="The paused flow run's id (printed by the run, shown in the UI)")],
+    run: Annotated[
+        str | None, typer.Argument(help="The paused flow run's id (printed by the run, shown in the UI)")
+    ] = None,
+    workload: Annotated[
+        str | None, typer.Option(help="Instead of RUN: the workload whose one paused run to answer")
+    ] = None,
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve")] = False,
     comment: Annotated[str, typer.Option(help="Why (recorded in the audit trail)")] = "",
 ) -> None:
-    """Answer a run paused for approval (an Inconclusive analysis): approve, or --reject to abort it."""
-    from scalewise.approval import ApprovalError, ApprovalInput, parse_run_id, resume
+    """Answer a run paused for approval (an Inconclusive analysis, a canary pause): approve, or --reject to
+    abort it. Name the run by its id, or by --workload when that workload has exactly one paused run."""
+    from scalewise.approval import ApprovalError, ApprovalInput, parse_run_id, paused_run_of, resume
 
     who = cli_trigger().label()
     try:  # bad input: exit 2 before asking the server anything
-        parse_run_id(run)
+        if (run is None) == (workload is None):
+            raise ApprovalError("RUN: give a flow run id or --workload, one of the two")
+        if run is not None:
+            parse_run_id(run)
+        elif workload is not None and not workload.strip():
+            raise ApprovalError("--workload: must not be empty")
         ApprovalInput(approve=not reject, comment=comment, approver=who)
     except ApprovalError as exc:
         fail(str(exc), 2)
@@ -436,10 +447,11 @@ def approve(
         fail(f"--comment: {exc}", 2)
     with prefect_api():
         try:
-            name = resume(run, approve=not reject, comment=comment, approver=who)
+            run_id = run if run is not None else paused_run_of(workload or "")
+            name = resume(run_id, approve=not reject, comment=comment, approver=who)
         except ApprovalError as exc:
             fail(str(exc))
-    console.print(f"{'rejected' if reject else 'approved'} {name} ({run}) as {who}")
+    console.print(f"{'rejected' if reject else 'approved'} {name} ({run_id}) as {who}")
 
 
 @app.command()
