@@ -76,7 +76,7 @@ def rate(spec: AutoscalingSpec, seconds: float = 2.0) -> dict[str, float]:
     }
 
 
-def tick(workloads: int = 1000) -> dict[str, float]:
+def tick(workloads: int = 1000) -> dict[str, float | str]:
     specs = [SINGLE if i % 2 else TRIPLE for i in range(workloads)]
     states = [warm_state(s, 10) for s in specs[:2]] * (workloads // 2)
     now = T0 + timedelta(seconds=15 * 11)

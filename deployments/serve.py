@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from apply_automations import apply_run_health  # type: ignore[import-not-found]  # sibling file
-from triggers import declared  # type: ignore[import-not-found]  # deployments/triggers.py (sibling)
-from warm_start import enable as warm_start  # type: ignore[import-not-found]  # sibling file
+from apply_automations import apply_run_health  # sibling file (deployments/ is on sys.path)
+from triggers import declared  # deployments/triggers.py (sibling)
+from warm_start import enable as warm_start  # sibling file
 
 from flows.abort import abort
 from flows.analysis import analyze

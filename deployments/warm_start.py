@@ -17,6 +17,7 @@ import multiprocessing.context
 import os
 import types
 from collections.abc import Iterable
+from typing import Any
 
 ENV = "SCALEWISE_RUN_START"
 METHODS = ("forkserver", "spawn")
@@ -66,7 +67,7 @@ def _pickle_flows_by_reference() -> None:
 
     from prefect.flows import Flow
 
-    def by_reference(flow: Flow[..., object]) -> tuple[object, ...]:
+    def by_reference(flow: Flow[Any, Any]) -> Any:  # copyreg's reducer: a string or a reduce tuple
         module = sys.modules.get(flow.fn.__module__)
         if module is not None and getattr(module, flow.fn.__name__, None) is flow:
             return getattr, (module, flow.fn.__name__)
