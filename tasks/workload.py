@@ -5,6 +5,8 @@ version) and retried for transient errors only, except the tasks that wait (``ap
 from __future__ import annotations
 
 import time
+from typing import cast
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -53,9 +55,13 @@ def apply_scale(spec: WorkloadSpec, mode: ScaleMode, amount: int) -> WriteOutcom
 
 @task(cache_policy=NO_CACHE, **WAITING)
 def apply_image(spec: WorkloadSpec, image: str, timeout_s: float) -> tuple[WriteOutcome, ConvergeResult]:
-    """Roll out ``image``; on failure roll back, wait for the old revision, then raise RolloutFailed."""
+    """Roll out ``image``; on failure roll back, wait for the old revision, then raise RolloutFailed.
+
+    The run shows the rollout's progress as it goes: a log line and a progress artifact (``rollout-NAME``:
+    the share of replicas on the new revision, as the orchestrator reports it), updated every 2 s."""
     logger = get_run_logger()
     last = [0.0]
+    bar = RolloutProgress(spec.name, image)
 
     def progress(state: WorkloadState) -> None:
         if time.monotonic() - last[0] >= 2.0:
@@ -64,8 +70,64 @@ def apply_image(spec: WorkloadSpec, image: str, timeout_s: float) -> tuple[Write
                 "%s: %d/%d ready, %d updated (%s)", spec.name, state.ready_replicas,
                 state.desired_replicas, state.updated_replicas, state.update_state or "-",
             )
+            bar.update(state)
 
-    return operations.rolling_update(orchestrators.for_target(spec.target), spec, image, timeout_s, progress)
+    try:
+        outcome, result = operations.rolling_update(
+            orchestrators.for_target(spec.target), spec, image, timeout_s, progress
+        )
+    except Exception as exc:
+        bar.finish(None, f"stopped: {type(exc).__name__}")
+        raise
+    bar.finish(result.state, "done" if outcome.changed else "already on this image")
+    return outcome, result
+
+
+class RolloutProgress:
+    """The progress artifact of one rollout. Best effort: a failed artifact write is logged, never
+    allowed to stop the rollout it describes."""
+
+    def __init__(self, workload: str, image: str) -> None:
+        self.workload, self.image = workload, image
+        self.artifact: UUID | None = None
+        self._last = 0.0
+        self._write(0.0, "starting")
+
+    @staticmethod
+    def share(state: WorkloadState) -> float:
+        """Percent of the desired replicas on the new revision (0-100)."""
+        if state.desired_replicas <= 0:
+            return 100.0
+        return round(100.0 * min(state.updated_replicas, state.desired_replicas) / state.desired_replicas, 1)
+
+    def update(self, state: WorkloadState) -> None:
+        self._write(self.share(state), f"{state.updated_replicas}/{state.desired_replicas} updated, "
+                                       f"{state.ready_replicas} ready ({state.update_state or '-'})")
+
+    def finish(self, state: WorkloadState | None, how: str) -> None:
+        if state is None:
+            self._write(None, how)
+        else:
+            self._write(100.0, f"{how}: {state.ready_replicas}/{state.desired_replicas} ready on {state.image}")
+
+    def _write(self, percent: float | None, what: str) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        description = f"rollout of {self.workload} to {self.image}: {what}"
+        try:
+            if self.artifact is None:
+                self.artifact = cast(UUID, create_progress_artifact(  # sync here: a UUID, not a coroutine
+                    percent or 0.0, key=f"rollout-{self.workload}", description=description
+                ))
+            elif percent is None:  # keep the last share; say why it stopped
+                update_progress_artifact(self.artifact, self._last, description=description)
+            else:
+                update_progress_artifact(self.artifact, percent, description=description)
+            if percent is not None:
+                self._last = percent
+        except Exception as exc:  # the rollout matters more than its progress bar
+            get_run_logger().warning("%s: could not write the progress artifact: %s: %s",
+                                     self.workload, type(exc).__name__, exc)
 
 
 @task(cache_policy=NO_CACHE, **RETRYING)

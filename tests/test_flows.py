@@ -6,11 +6,13 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import docker
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import ParameterTypeError
 
 from flows.deploy import deploy
@@ -84,6 +86,14 @@ def test_scenario_is_audited_with_trigger_before_after_and_reason(workload: str)
     assert upd.trigger.kind == "api"  # called directly, not through a deployment
     assert (upd.before.image, upd.after.image) == (IMAGE_V1, IMAGE_V2)
     assert upd.after.revision == upd.before.revision + 1
+    # The rollout's progress is in its run: the progress artifact ends at 100% on the new image.
+    with get_client(sync_client=True) as client:
+        bars = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"rollout-{workload}"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(upd.flow_run_id or "")])),
+        )
+    assert [(b.type, b.data) for b in bars] == [("progress", 100.0)], bars
+    assert IMAGE_V2 in (bars[0].description or "") and "done: 3/3 ready" in (bars[0].description or ""), bars
     assert (sin.before.replicas, sin.after.replicas, sin.reason_code) == (3, 1, "clamped_min")
     assert (rb.before.image, rb.after.image, rb.reason) == (IMAGE_V2, IMAGE_V1, "bad release")
     assert all(e.run_url and e.record.flow_run_id in e.run_url for e in entries)
@@ -132,6 +142,12 @@ def test_broken_rollout_is_rolled_back_and_the_run_fails(workload: str) -> None:
     last = history.fetch(workload)[-1].record
     assert last.operation == "rolling-update" and last.outcome == "rolled_back"
     assert last.error and "RolloutFailed" in last.error
+    with get_client(sync_client=True) as client:
+        (bar,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"rollout-{workload}"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(last.flow_run_id or "")])),
+        )
+    assert bar.type == "progress" and "stopped: RolloutFailed" in (bar.description or ""), bar
 
 
 def _spec(name: str):
