@@ -11,6 +11,9 @@ process and once as a run served by ``deployments/serve.py``. Then:
   lock is taken over well before the lease would run out;
 * that operation completes the change and records the old one as ``interrupted``;
 * ready replicas never drop below the spec's floor (start-first, max unavailable 0).
+
+A canary killed in its pause (``scalewise canary`` SIGKILLed) holds to the same: visible, Crashed, taken over
+by the same canary run again, which walks its steps and promotes.
 """
 
 from __future__ import annotations
@@ -204,3 +207,61 @@ def test_a_killed_served_rollout_is_visible_crashed_and_taken_over(
             after_the_kill(spec, dead, floor, monkeypatch, killed_at)
     finally:
         srv.stop()
+
+
+def test_a_sigkilled_cli_canary_is_visible_crashed_and_rerun_promotes(
+    workload: WorkloadSpec, prefect_server: LocalServer, workloads_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A canary killed in its timed pause leaves the canary replica serving beside the untouched stable; the
+    same canary run again takes the workload over, walks its steps and promotes."""
+    from flows.canary import canary
+    from scalewise.policy.canary import CanaryStep
+
+    spec = workload
+    steps = tmp_path / "steps.yaml"
+    steps.write_text(yaml.safe_dump({"steps": [{"set_weight": 34}, {"pause": {"duration": "10m"}}]}))
+    log = tmp_path / "cli.log"
+    env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url, SCALEWISE_WORKLOADS=str(workloads_dir))
+    orch = EngineOrchestrator.from_env()
+    with ReadyFloor(spec) as floor:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).with_name("scalewise")), "canary", spec.name, IMAGE_V2, "--file", str(steps)],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        try:
+            dead = wait_for(lambda: open_record(spec.name, "canary"), 90, "the canary's in_progress record", log)
+            # the canary replica is up and the run went on to its 10-minute pause: kill it there
+            wait_for(lambda: f"{spec.name}: canary {IMAGE_V2}" in log.read_text(errors="replace"), 120,
+                     "the canary replica to be ready", log)
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        left = orch.read_canary(spec)
+        assert left is not None and left.image == IMAGE_V2, left  # the canary outlives its run
+        assert open_record(spec.name, "canary") is not None
+
+        monkeypatch.setenv("SCALEWISE_LOCK_TIMEOUT", NEXT_LOCK_TIMEOUT_S)
+        nxt = canary(
+            workload=spec.name, image=IMAGE_V2, reason="after the kill", trigger=Trigger(kind="api", actor="test"),
+            steps=[CanaryStep.model_validate(s) for s in ({"set_weight": 34}, {"pause": {"duration": "1s"}})],
+        )
+    assert nxt.outcome == "succeeded" and nxt.reason_code == "canary_promoted", nxt
+    assert any(f"took over from interrupted canary {dead.id}" in step for step in nxt.plan), nxt.plan
+    state = orch.read(spec)
+    assert (state.image, state.desired_replicas, state.ready_replicas) == (IMAGE_V2, REPLICAS, REPLICAS), state
+    assert orch.read_canary(spec) is None
+    mine = [r for r in records(spec.name) if r.operation == "canary"]
+    assert [(r.id, r.outcome) for r in mine] == [(dead.id, "interrupted"), (nxt.id, "succeeded")], mine
+
+    def crashed() -> FlowRun | None:
+        run = flow_run(dead.flow_run_id or "")
+        return run if run.state is not None and run.state.is_crashed() else None
+
+    wait_for(crashed, max(1.0, killed_at + CRASHED_WITHIN_S - time.monotonic()),
+             f"flow run {dead.flow_run_id} to be marked Crashed")
+    assert floor.samples and min(floor.samples) >= REPLICAS, floor.samples
