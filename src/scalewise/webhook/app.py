@@ -21,12 +21,13 @@ import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from prefect.context import SettingsContext
 from prefect.exceptions import ObjectNotFound
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -92,6 +93,18 @@ class ActionRequest(BaseModel):
     to_revision: int | None = None
     reason: str | None = Field(default=None, max_length=500)
     dry_run: bool = False
+
+
+class ApprovalRequest(BaseModel):
+    """``POST /v1/approvals``: answer the run of ``workload`` paused for a person (by ``run``, or its one
+    paused run); the caller is recorded as the approver (``webhook:<caller>``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    workload: str = Field(min_length=1, max_length=253)
+    run: str | None = Field(default=None, min_length=1, max_length=100, description="Flow run id (UUID)")
+    approve: bool = True
+    comment: str = Field(default="", max_length=2000)
 
 
 class AlertmanagerAlert(BaseModel):
@@ -325,6 +338,9 @@ class Receiver:
             c.name: TokenBucket(c.rate_limit.per_second, c.rate_limit.burst) for c in config.callers
         }
         self.metrics = Metrics()
+        # The Prefect settings current where the app is built (uvicorn may serve it from another thread,
+        # where Prefect would see only its import-time settings); the approval calls run in them.
+        self.prefect_settings = SettingsContext.get()
 
     # -- shared steps --
 
@@ -607,6 +623,41 @@ class Receiver:
 
         return await self._starting(who, go)
 
+    async def approvals(self, request: Request) -> Response:
+        """Answer a paused run (approve or reject, with a comment) as the authenticated caller."""
+        who, _, req = await self._open(request, "approvals", ApprovalRequest)
+        refused = who.caller.may_touch(req.workload)
+        if refused:
+            raise Problem(403, refused[1], refused[0], "forbidden")
+        if self.catalog.get(req.workload) is None:
+            raise Problem(404, f"unknown workload {req.workload!r}", "workload", "unknown_workload")
+        from scalewise.approval import ApprovalError, parse_run_id, paused_run_of, resume
+
+        if req.run is not None:
+            try:
+                parse_run_id(req.run)
+            except ApprovalError:
+                raise Problem(400, f"{req.run!r} is not a flow run id (a UUID)", "run", "schema") from None
+        approver = f"webhook:{who.caller.name}"
+
+        def answer() -> dict[str, Any]:
+            with self.prefect_settings.model_copy() if self.prefect_settings is not None else nullcontext():
+                run_id = req.run if req.run is not None else paused_run_of(req.workload)
+                name = resume(run_id, approve=req.approve, comment=req.comment, approver=approver,
+                              workload=req.workload)
+            return {"flow_run_id": run_id, "flow_run": name, "workload": req.workload,
+                    "decision": "approved" if req.approve else "rejected", "approver": approver}
+
+        try:
+            result = await asyncio.to_thread(answer)
+        except ApprovalError as exc:
+            status = {"not_found": 404, "bad_input": 422}.get(exc.kind, 409)
+            message = str(exc).split(": ", 1)[-1] if str(exc).startswith(("RUN: ", "--workload: ")) else str(exc)
+            raise Problem(status, message, "run" if req.run is not None else "workload", "approval") from None
+        log.info("%s %s (%s) of %s as %s", result["decision"], result["flow_run"], result["flow_run_id"],
+                 req.workload, approver)
+        return JSONResponse(result, 200)
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -658,6 +709,7 @@ def create_app(
         routes=[
             Route("/v1/alertmanager", receiver.wrap("alertmanager", receiver.alertmanager), methods=["POST"]),
             Route("/v1/actions", receiver.wrap("actions", receiver.actions), methods=["POST"]),
+            Route("/v1/approvals", receiver.wrap("approvals", receiver.approvals), methods=["POST"]),
             Route("/healthz", receiver.healthz, methods=["GET"]),
             Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
         ],

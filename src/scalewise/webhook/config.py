@@ -30,7 +30,9 @@ CONFIG_ENV = "SCALEWISE_WEBHOOK_CONFIG"
 
 ActionName = Literal["scale-out", "scale-in", "scale", "rolling-update", "rollback"]
 ACTIONS: tuple[str, ...] = ("scale-out", "scale-in", "scale", "rolling-update", "rollback")
-Endpoint = Literal["alertmanager", "actions"]
+Endpoint = Literal["alertmanager", "actions", "approvals"]
+#: A caller's endpoints when it lists none. ``approvals`` (answering a run paused for a person) is never
+#: a default: a caller gets it only by naming it.
 ENDPOINTS: tuple[Endpoint, ...] = ("alertmanager", "actions")
 
 #: Which action parameters each action takes (and which of them it requires).
@@ -173,15 +175,19 @@ class Caller(_Strict):
             raise ValueError("a caller needs a bearer token and/or an HMAC secret")
         return self
 
-    def may(self, action: str, workload: str) -> tuple[str, str] | None:
-        """``(field, reason)`` if this caller may not run ``action`` on ``workload``."""
-        if self.allow_actions is not None and action not in self.allow_actions:
-            return "action", f"caller {self.name!r} may not run {action}"
+    def may_touch(self, workload: str) -> tuple[str, str] | None:
+        """``(field, reason)`` if this caller may not act on ``workload`` at all."""
         if self.allow_workloads is not None and not any(
             fnmatch.fnmatchcase(workload, pattern) for pattern in self.allow_workloads
         ):
             return "workload", f"caller {self.name!r} may not act on workload {workload!r}"
         return None
+
+    def may(self, action: str, workload: str) -> tuple[str, str] | None:
+        """``(field, reason)`` if this caller may not run ``action`` on ``workload``."""
+        if self.allow_actions is not None and action not in self.allow_actions:
+            return "action", f"caller {self.name!r} may not run {action}"
+        return self.may_touch(workload)
 
 
 class WebhookConfig(_Strict):
