@@ -118,11 +118,12 @@ def replicas(name: str) -> int:
     return int(service(name)["Spec"]["Mode"]["Replicated"]["Replicas"])
 
 
-def healthy(name: str) -> int:
-    """Containers of the service that are running and pass their health check."""
+def healthy(name: str) -> int | None:
+    """Containers of the service that are running and pass their health check; None when the docker CLI
+    failed (no answer is not zero replicas)."""
     out = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}",
                           "--filter", "health=healthy"], capture_output=True, text=True, timeout=60)
-    return len(out.stdout.split())
+    return len(out.stdout.split()) if out.returncode == 0 else None
 
 
 def worker_of(stack: Stack, run_id: str, marker: str) -> str | None:
@@ -244,7 +245,8 @@ class ReadyWatch:
     def run(self) -> None:
         while not self.stop.is_set():
             n = healthy(self.name)
-            self.lowest = n if self.lowest is None else min(self.lowest, n)
+            if n is not None:
+                self.lowest = n if self.lowest is None else min(self.lowest, n)
             self.stop.wait(0.3)
 
     def __enter__(self) -> ReadyWatch:
