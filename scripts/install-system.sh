@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages scalewise's run and test commands need (Debian). Idempotent.
 set -euo pipefail
-pkgs=(docker.io busybox-static prometheus prometheus-alertmanager postgresql iproute2 procps stress-ng debootstrap)
+pkgs=(docker.io busybox-static prometheus prometheus-alertmanager postgresql iproute2 procps stress-ng debootstrap chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
