@@ -407,6 +407,33 @@ def test_concurrent_absolute_requests_leave_only_the_newest(receiver: UvicornThr
     assert all(s["flow_run_id"] in ids for s in superseded_by)
 
 
+def test_a_claim_left_by_a_stopped_receiver_is_finished_at_start(
+    http: httpx.Client, webhook_workloads: Any
+) -> None:
+    """A receiver that claimed a run (Scheduled -> Pending) and stopped before cancelling it leaves it
+    Pending, which no runner starts: the next receiver to start cancels it (nothing stays unfinished)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    from scalewise.webhook.app import create_app
+    from scalewise.webhook.coalesce import superseded_message
+    from tests.support.procs import wait_until
+
+    tag = uuid.uuid4().hex[:8]
+    old = post(http, "/v1/actions", {"workload": "batch", "action": "scale", "replicas": 6},
+               extra={"Idempotency-Key": f"old-{tag}"}).json()["flow_run_id"]
+    message = superseded_message(f"new-{tag}", str(uuid.uuid4()), "scale", "batch", {"replicas": 7})
+    with get_client(sync_client=True) as client:  # the claim, as a receiver makes it
+        assert client.set_flow_run_state(old, Pending(message=message)).status.value == "ACCEPT"
+    assert state_of(old) == ("PENDING", message)
+    fresh = UvicornThread(create_app(base_config(), CREDENTIALS, workloads=webhook_workloads)).start()
+    try:
+        wait_until(lambda: state_of(old)[0] == "CANCELLED", "the fresh receiver to cancel the claimed run", 60)
+    finally:
+        fresh.stop()
+    assert state_of(old) == ("CANCELLED", message)
+
+
 def test_rate_limit_429_and_nothing_accepted_is_lost(http: httpx.Client) -> None:
     before = count_runs()
     accepted: list[str] = []

@@ -27,7 +27,7 @@ import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from scalewise.webhook.auth import Authenticated, Authenticator, AuthError
 from scalewise.webhook.coalesce import (
+    ABSOLUTE_ACTIONS,
     QueuedRun,
     is_absolute,
     parse_superseded,
@@ -463,13 +464,13 @@ class Receiver:
                         "Idempotency-Key",
                         "idempotency_conflict",
                     )
-                self.metrics.duplicates.inc()
-                return {**self._accepted(plan, seen.flow_run_id, True), **await self._lookup(seen.flow_run_id)}, False
-            run = await self.starter.start(plan.deployment, plan.parameters, plan.key, plan.tags)
-            self.idempotency.put(plan.key, run, plan.deployment, plan.workload, plan.body_hash)
-        # Prefect returned a run created before this request: a duplicate from before a restart.
-        earlier = run.created is not None and run.created.timestamp() < received - 2.0
-        if earlier:
+                run = StartedRun(seen.flow_run_id, None)
+            else:
+                run = await self.starter.start(plan.deployment, plan.parameters, plan.key, plan.tags)
+                self.idempotency.put(plan.key, run, plan.deployment, plan.workload, plan.body_hash)
+        # Remembered here, or Prefect returned a run created before this request (from before a restart).
+        duplicate = seen is not None or (run.created is not None and run.created.timestamp() < received - 2.0)
+        if duplicate:
             self.metrics.duplicates.inc()
             return {**self._accepted(plan, run.flow_run_id, True), **await self._lookup(run.flow_run_id)}, False
         return {**self._accepted(plan, run.flow_run_id, False), **await self._coalesce(plan, run)}, True
@@ -487,6 +488,22 @@ class Receiver:
         if pointer is not None:
             out["superseded_by"] = {"request": pointer[0], "flow_run_id": pointer[1]}
         return out
+
+    async def finish_claims(self) -> list[str]:
+        """At start-up: cancel the runs a receiver claimed for cancelling but stopped before it could
+        (Pending with a supersede message: no runner starts them). Best effort; returns their ids."""
+        done: list[str] = []
+        for action in ABSOLUTE_ACTIONS:
+            deployment = self.config.deployment(action)
+            try:
+                for run in await self.starter.queued(deployment, WEBHOOK_TAG):
+                    if run.claimed and run.message and await self.starter.cancel_unstarted(run, run.message):
+                        done.append(run.flow_run_id)
+            except Exception as exc:
+                log.warning("could not finish claims on %s: %s: %s", deployment, type(exc).__name__, str(exc)[:200])
+        if done:
+            log.info("cancelled %d runs claimed by a receiver that stopped before cancelling them", len(done))
+        return done
 
     async def _coalesce(self, plan: Planned, run: StartedRun) -> dict[str, Any]:
         """After starting an absolute request's run: cancel the older unstarted runs of the same action
@@ -734,9 +751,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await receiver.starter.open()
+        # in the background: serving does not wait for it (nor for an unreachable Prefect's retries)
+        sweep = asyncio.create_task(receiver.finish_claims())
         try:
             yield
         finally:
+            sweep.cancel()
+            with suppress(asyncio.CancelledError):
+                await sweep
             await receiver.starter.close()
 
     app = Starlette(

@@ -28,6 +28,10 @@ MAX_REF = 150
 _MESSAGE = re.compile(r"^superseded by request (?P<ref>.*)/run (?P<run>[0-9a-fA-F-]{36})", re.DOTALL)
 
 
+#: The actions that can be absolute (see :func:`is_absolute`).
+ABSOLUTE_ACTIONS = ("scale", "rolling-update", "rollback")
+
+
 def is_absolute(action: str, params: Mapping[str, Any]) -> bool:
     """Whether the parameters of ``action`` fully define the workload's end state.
 
@@ -65,6 +69,8 @@ class QueuedRun:
     unstarted: bool
     #: Pending with a supersede message: already claimed by a receiver for cancelling.
     claimed: bool = False
+    #: The state's message (a claimed run's names the run that superseded it).
+    message: str | None = None
 
 
 def request_ref(tags: Sequence[str]) -> str | None:
@@ -117,6 +123,7 @@ def plan_supersede(
 
 
 __all__ = [
+    "ABSOLUTE_ACTIONS",
     "QueuedRun",
     "is_absolute",
     "parse_superseded",

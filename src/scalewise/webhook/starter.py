@@ -3,6 +3,10 @@
 The Prefect implementation passes an idempotency key to the server, so the same alert or
 ``Idempotency-Key`` creates at most one flow run even across receiver restarts or replicas: the
 server returns the run it already created for that key.
+
+For coalescing (``coalesce.py``) it also lists a deployment's unfinished receiver runs and cancels a
+run only if no runner has claimed it (claim Scheduled -> Pending first, as a worker does), and reads
+a run's state for duplicate answers.
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ class PrefectStarter:
                 claimed = state.type == StateType.PENDING and parse_superseded(state.message) is not None
                 unstarted = claimed or (state.type == StateType.SCHEDULED and run.run_count == 0)
                 out.append(QueuedRun(str(run.id), run.created, dict(run.parameters), list(run.tags), unstarted,
-                                     claimed))
+                                     claimed, state.message))
             return out
 
         return await self._call(read)
