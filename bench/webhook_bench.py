@@ -11,10 +11,14 @@
 (c) rates: real scale requests sent open-loop at each of ``--rates`` requests/s (``--per-rate`` each),
     round-robin over ``--fanout`` Swarm services: request -> replica write p50/p95 with its stages
     (accept, accepted -> run start = serve's poll + process spawn, lock_s, run start -> write), and how
-    many accepted requests did not end in a completed run with its action record (lost).
+    many accepted requests did not end in a completed run with its action record (lost). A request
+    superseded by a newer absolute one for its workload (its run Cancelled before it started, naming
+    the newer run) is counted as superseded, not lost, and its latency runs to the write of the run
+    that acted for it (the end of the chain of pointers); the stages are of the acting runs only.
 
 Usage: .venv/bin/python -m bench.webhook_bench [--databases postgres,sqlite] [--parts latency,rates,throughput]
        [--latency-runs 10] [--rates 1,5,20] [--per-rate 20] [--fanout 5] [--seconds 10] [--requests 2000]
+       [--no-coalesce]
 For each database in turn: its own Prefect server (temporary folder), ``deployments/serve.py`` and the
 receiver in-process (uvicorn thread). Prints one JSON object. No assertions on timing.
 """
@@ -276,17 +280,39 @@ def at_rate(url: str, workloads: list[str], rate: float, count: int, drain_s: fl
         for entry in history.fetch(workload):
             if entry.record.flow_run_id is not None:
                 records[str(entry.record.flow_run_id)] = entry.record
+    from scalewise.webhook.coalesce import parse_superseded
+
+    def acting(run_id: str) -> tuple[str, int]:
+        """The run that acted for ``run_id``: itself, or the end of its chain of supersede pointers."""
+        hops = 0
+        while hops < len(runs):
+            got = runs.get(run_id)
+            state = got.state if got is not None else None
+            pointer = parse_superseded(state.message) if state is not None and state.is_cancelled() else None
+            if pointer is None:
+                return run_id, hops
+            run_id, hops = pointer[1], hops + 1
+        return run_id, hops
+
     rows: list[dict[str, float]] = []
+    served_latency: list[float] = []
+    superseded_latency: list[float] = []
     lost: list[str] = []
     for r in accepted:
-        got, record = runs.get(r["run_id"]), records.get(str(r["run_id"]))
+        run_id, hops = acting(r["run_id"])
+        got, record = runs.get(run_id), records.get(str(run_id))
         state = got.state if got is not None else None
         if got is None or got.start_time is None or state is None or not state.is_completed() \
                 or record is None or record.finished_at is None:
-            lost.append(f"{r['run_id']}: {state.type.value if state else 'not final'}")
+            via = f" (superseded, acting run {run_id})" if hops else ""
+            lost.append(f"{r['run_id']}{via}: {state.type.value if state else 'not final'}")
             continue
         started = got.start_time.timestamp()
         written = record.finished_at.timestamp() - record.durations.get("wait_s", 0.0)
+        served_latency.append(written - r["sent"])
+        if hops:
+            superseded_latency.append(written - r["sent"])
+            continue
         rows.append({
             "request_to_write_done_s": written - r["sent"],
             "accept_s": r["accepted"] - r["sent"],
@@ -298,11 +324,17 @@ def at_rate(url: str, workloads: list[str], rate: float, count: int, drain_s: fl
         })
     out: dict[str, Any] = {
         "rate_per_s": rate, "requests": count, "workloads": len(workloads), "codes": codes,
-        "accepted": len(accepted), "completed_with_record": len(rows), "lost": len(lost), "lost_runs": lost[:10],
+        "accepted": len(accepted), "completed_with_record": len(rows), "superseded": len(superseded_latency),
+        "lost": len(lost), "lost_runs": lost[:10],
         "send_s": round(send_s, 2), "all_final_after_s": round(drained_s, 2), "load_avg_after": loadavg(),
     }
+    if served_latency:  # every request served, superseded ones to the write of the run that acted for them
+        out["request_to_write_done_s"] = summary(served_latency)
+    if superseded_latency:
+        out["superseded_request_to_write_done_s"] = summary(superseded_latency)
     if rows:
-        out.update({k: summary([row[k] for row in rows]) for k in rows[0]})
+        out.update({f"acting_{k}" if k == "request_to_write_done_s" else k: summary([row[k] for row in rows])
+                    for k in rows[0]})
     return out
 
 
@@ -344,7 +376,14 @@ def bench_database(database: str, args: argparse.Namespace, parts: list[str]) ->
         os.environ["SCALEWISE_AUTOSCALE_INTERVAL"] = "off"
         served = Served(server.api_url, workloads, tmp / "serve.log")
         served.wait_registered(["scale/scalewise", "scale-out/scalewise"])
-        receiver = UvicornThread(create_app(config(args.limit), credentials(), workloads=workloads)).start()
+        app = create_app(config(args.limit), credentials(), workloads=workloads)
+        if args.no_coalesce:  # the baseline: every accepted request acts, in lock order (as before coalescing)
+            async def no_coalescing(plan: Any, run: Any) -> dict[str, Any]:
+                return {}
+
+            app.state.receiver._coalesce = no_coalescing
+        result["coalescing"] = not args.no_coalesce
+        receiver = UvicornThread(app).start()
         if "latency" in parts:
             result["a_latency"] = latency(receiver.url, names[0], args.latency_runs)
         if "rates" in parts:
@@ -391,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--limit", type=float, default=3.0, help="rate limit (req/s) of the limited caller")
+    parser.add_argument("--no-coalesce", action="store_true",
+                        help="baseline: the receiver does not coalesce absolute requests (every one acts)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - {"latency", "rates", "throughput"})

@@ -141,3 +141,68 @@ def test_alert_scales_a_swarm_service_out_and_back_in(
         if receiver is not None:
             receiver.stop()
         served.stop()
+
+
+def test_queued_absolute_requests_coalesce_into_the_last_one(
+    swarm_workload: str, prefect_server: LocalServer, workloads_dir: Path, tmp_path: Path
+) -> None:
+    """Requests accepted while no runner runs: the absolute ones (scale to N) coalesce into the last,
+    the older ones end Cancelled naming the run that superseded them; a relative one (scale-out) is
+    never cancelled. When the runner starts, the last absolute and the relative run act, the
+    cancelled ones never start, and every accepted request's run ends in a final state."""
+    from prefect.client.orchestration import get_client
+
+    from tests.support.prefect_env import forget_project_deployments
+    from tests.support.webhook_env import register_deployments
+
+    name = swarm_workload
+    token = "e2e-ops-token-" + name
+    served: Served | None = None
+    receiver: UvicornThread | None = None
+    try:
+        register_deployments("scalewise")  # the runs are queued against the deployments serve.py serves
+        config = parse_config({"callers": [{"name": "ops", "token_env": "UNUSED", "allow_workloads": ["wh-*"]}]})
+        receiver = UvicornThread(create_app(config, {"ops": Credentials.model_validate({"token": token})},
+                                            workloads=workloads_dir)).start()
+        headers = {"Authorization": f"Bearer {token}"}
+        sent: dict[str, dict[str, Any]] = {}
+        for key, body in (("first", {"action": "scale", "replicas": 2}), ("second", {"action": "scale", "replicas": 4}),
+                          ("step", {"action": "scale-out", "by": 1}), ("last", {"action": "scale", "replicas": 3})):
+            resp = httpx.post(f"{receiver.url}/v1/actions", json={"workload": name, **body}, timeout=60,
+                              headers={**headers, "Idempotency-Key": f"{key}-{name}"})
+            assert resp.status_code == 202, resp.text
+            sent[key] = resp.json()
+        ids = {key: out["flow_run_id"] for key, out in sent.items()}
+        assert sent["second"]["supersedes"] == [ids["first"]] and sent["last"]["supersedes"] == [ids["second"]]
+
+        served = Served(prefect_server.api_url, workloads_dir, tmp_path / "serve.log")
+
+        def logs() -> str:
+            return f"--- serve.py\n{served.log.read_text(errors='replace')[-4000:]}" if served else ""
+
+        def final_states() -> dict[str, Any] | None:
+            with get_client(sync_client=True) as client:
+                states = {key: client.read_flow_run(run_id).state for key, run_id in ids.items()}
+            return states if all(s is not None and s.is_final() for s in states.values()) else None
+
+        states = wait_for(final_states, "every accepted request's run to end", logs=logs)
+        assert {key: s.type.value for key, s in states.items()} == {
+            "first": "CANCELLED", "second": "CANCELLED", "step": "COMPLETED", "last": "COMPLETED"}, logs()
+        assert states["first"].message.startswith(f"superseded by request second-{name}/run {ids['second']}")
+        assert states["second"].message.startswith(f"superseded by request last-{name}/run {ids['last']}")
+
+        records = [e.record for e in history.fetch(name) if e.record.trigger.kind == "webhook"]
+        by_run = {str(r.flow_run_id): r for r in records}
+        assert set(by_run) == {ids["step"], ids["last"]}, records  # the cancelled runs never started
+        scaled = by_run[ids["last"]]
+        assert scaled.operation == "scale" and scaled.outcome == "succeeded" and scaled.after.replicas == 3
+        assert by_run[ids["step"]].outcome == "succeeded"
+        last_written = max(records, key=lambda r: r.finished_at)
+        assert replicas(name) == last_written.after.replicas  # scale-out and scale ran in lock order
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        if served is not None:
+            served.stop()
+        else:
+            forget_project_deployments()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -309,6 +310,128 @@ def test_burst_of_20_same_idempotency_key_starts_one_run(receiver: UvicornThread
     assert sorted(r.status_code for r in responses) == [200] * 19 + [202]
     assert len({r.json()["flow_run_id"] for r in responses}) == 1
     assert count_runs() == before + 1
+
+
+# --- coalescing: a newer absolute request supersedes queued older ones ------------------------------
+
+
+def state_of(run_id: str) -> tuple[str, str | None]:
+    state = read_run(run_id).state
+    return state.type.value, state.message
+
+
+def test_absolute_requests_supersede_queued_ones_relative_ones_never(http: httpx.Client) -> None:
+    """No runner serves these deployments: every run stays queued (Scheduled) unless superseded."""
+    tag = uuid.uuid4().hex[:8]  # keys unique to this test run (Prefect keeps idempotency keys)
+
+    def send(body: dict[str, Any], key: str) -> dict[str, Any]:
+        resp = post(http, "/v1/actions", {"workload": "batch", **body}, extra={"Idempotency-Key": f"{key}-{tag}"})
+        assert resp.status_code == 202, resp.text
+        return dict(resp.json())
+
+    first = send({"action": "scale", "replicas": 2}, "first")
+    step = send({"action": "scale-out", "by": 1}, "step")
+    dry = send({"action": "scale", "replicas": 5, "dry_run": True}, "dry")
+    back = send({"action": "rollback"}, "back")  # no revision: relative to what runs then
+    second = send({"action": "scale", "replicas": 3}, "second")
+    assert second["supersedes"] == [first["flow_run_id"]], second
+    last = send({"action": "scale", "replicas": 4}, "last")
+    assert last["supersedes"] == [second["flow_run_id"]], last
+    assert "supersedes" not in first and "superseded_by" not in last
+
+    for old, new, key in ((first, second, "second"), (second, last, "last")):
+        kind, message = state_of(old["flow_run_id"])
+        assert kind == "CANCELLED", (kind, message)
+        assert message and message.startswith(f"superseded by request {key}-{tag}/run {new['flow_run_id']}")
+    for kept in (step, dry, back, last):  # relative, dry-run and the newest: still queued
+        assert state_of(kept["flow_run_id"])[0] == "SCHEDULED", kept
+
+    # a retry of a superseded request still maps to its own run, and says what superseded it
+    again = post(http, "/v1/actions", {"workload": "batch", "action": "scale", "replicas": 2},
+                 extra={"Idempotency-Key": f"first-{tag}"})
+    assert again.status_code == 200, again.text
+    out = again.json()
+    assert out["flow_run_id"] == first["flow_run_id"] and out["duplicate"] is True
+    assert out["state"] == "Cancelled"
+    assert out["superseded_by"] == {"request": f"second-{tag}", "flow_run_id": second["flow_run_id"]}
+    assert post(http, "/v1/actions", {"workload": "batch", "action": "scale", "replicas": 4},
+                extra={"Idempotency-Key": f"last-{tag}"}).json()["state"] == "Scheduled"
+
+    # more relative steps supersede nothing; another workload's queue is its own
+    more = send({"action": "scale-out", "by": 2}, "more")
+    assert "supersedes" not in more and state_of(step["flow_run_id"])[0] == "SCHEDULED"
+    other = post(http, "/v1/actions", {"workload": "web", "action": "scale", "replicas": 2},
+                 extra={"Idempotency-Key": f"web-{tag}"})
+    assert other.status_code == 202 and last["flow_run_id"] not in other.json().get("supersedes", [])
+    assert state_of(last["flow_run_id"])[0] == "SCHEDULED"
+
+    # rolling-update (an image) and rollback to a revision are absolute too
+    up1 = send({"action": "rolling-update", "image": "scalewise/busybox:2"}, "up1")
+    up2 = send({"action": "rolling-update", "image": "scalewise/busybox:1"}, "up2")
+    assert up2["supersedes"] == [up1["flow_run_id"]]
+    to1 = send({"action": "rollback", "to_revision": 1}, "to1")
+    to2 = send({"action": "rollback", "to_revision": 2}, "to2")
+    assert to2["supersedes"] == [to1["flow_run_id"]]  # the relative rollback ("back") is not among them
+    assert state_of(back["flow_run_id"])[0] == "SCHEDULED"
+    metrics = http.get("/metrics").text
+    assert f'scalewise_webhook_superseded_total{{deployment="scale/{TEST_SUFFIX}"}}' in metrics
+
+
+def test_concurrent_absolute_requests_leave_only_the_newest(receiver: UvicornThread) -> None:
+    """A burst at once: whatever the interleaving, exactly one run is left queued, the newest stored,
+    and every other one is Cancelled naming a run of the burst; none is lost (each is final or queued)."""
+    tag = uuid.uuid4().hex[:8]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=receiver.url, timeout=60) as client:
+            return list(await asyncio.gather(*(
+                client.post("/v1/actions", content=json.dumps(
+                    {"workload": "batch", "action": "scale", "replicas": 1 + i % 9}).encode(),
+                    headers={**OPS, "Idempotency-Key": f"burst-{i}-{tag}"})
+                for i in range(12)
+            )))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [202] * 12, [r.text for r in responses]
+    ids = [r.json()["flow_run_id"] for r in responses]
+    runs = {run_id: read_run(run_id) for run_id in ids}
+    left = [run_id for run_id, run in runs.items() if run.state.type.value != "CANCELLED"]
+    newest = max(runs.values(), key=lambda r: (r.created, str(r.id)))
+    assert left == [str(newest.id)], (left, str(newest.id))
+    assert runs[left[0]].state.type.value == "SCHEDULED"
+    for run_id, run in runs.items():
+        if run_id != left[0]:
+            pointer = (run.state.message or "").split("/run ")[-1][:36]
+            assert pointer in ids, run.state.message
+    superseded_by = [r.json()["superseded_by"] for r in responses if "superseded_by" in r.json()]
+    assert all(s["flow_run_id"] in ids for s in superseded_by)
+
+
+def test_a_claim_left_by_a_stopped_receiver_is_finished_at_start(
+    http: httpx.Client, webhook_workloads: Any
+) -> None:
+    """A receiver that claimed a run (Scheduled -> Pending) and stopped before cancelling it leaves it
+    Pending, which no runner starts: the next receiver to start cancels it (nothing stays unfinished)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    from scalewise.webhook.app import create_app
+    from scalewise.webhook.coalesce import superseded_message
+    from tests.support.procs import wait_until
+
+    tag = uuid.uuid4().hex[:8]
+    old = post(http, "/v1/actions", {"workload": "batch", "action": "scale", "replicas": 6},
+               extra={"Idempotency-Key": f"old-{tag}"}).json()["flow_run_id"]
+    message = superseded_message(f"new-{tag}", str(uuid.uuid4()), "scale", "batch", {"replicas": 7})
+    with get_client(sync_client=True) as client:  # the claim, as a receiver makes it
+        assert client.set_flow_run_state(old, Pending(message=message)).status.value == "ACCEPT"
+    assert state_of(old) == ("PENDING", message)
+    fresh = UvicornThread(create_app(base_config(), CREDENTIALS, workloads=webhook_workloads)).start()
+    try:
+        wait_until(lambda: state_of(old)[0] == "CANCELLED", "the fresh receiver to cancel the claimed run", 60)
+    finally:
+        fresh.stop()
+    assert state_of(old) == ("CANCELLED", message)
 
 
 def test_rate_limit_429_and_nothing_accepted_is_lost(http: httpx.Client) -> None:

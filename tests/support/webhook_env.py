@@ -91,6 +91,10 @@ workloads:
     target: docker
     image: scalewise/busybox:1
     replicas: {min: 2, max: 3}
+  - name: batch
+    target: swarm
+    image: scalewise/busybox:1
+    replicas: {min: 0, max: 9}
 """
 
 

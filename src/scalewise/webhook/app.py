@@ -8,7 +8,13 @@ replay window) -> 403 endpoint not allowed for the caller -> 429 rate limit (tok
 workload -> 422 bad action parameters (replicas outside min/max, ...) -> 409 idempotency key reused
 with a different body. Duplicates (same alert fingerprint + startsAt + route + status, or the same
 ``Idempotency-Key`` from the same caller) answer **200 with the original flow run id** and
-``"duplicate": true``; a new run answers 202 only after the flow run exists in Prefect.
+``"duplicate": true`` and the run's state; a new run answers 202 only after the flow run exists in Prefect.
+
+An absolute request (``scale`` to N, ``rolling-update`` to an image, ``rollback`` to a revision; see
+``coalesce.py``) then supersedes the older accepted requests of the same action for the same workload
+whose runs have not started: they end Cancelled with "superseded by request <key>/run <id>" (the 202
+lists them under ``supersedes``; a retry of a superseded request answers ``superseded_by``).
+Coalescing is best effort: if it fails, the older runs act as they would have, in turn.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +46,16 @@ from scalewise.errors import ScalewiseError
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, load_workloads
 from scalewise.webhook.auth import Authenticated, Authenticator, AuthError
+from scalewise.webhook.coalesce import (
+    ABSOLUTE_ACTIONS,
+    QueuedRun,
+    is_absolute,
+    parse_superseded,
+    plan_supersede,
+    request_ref,
+    request_tag,
+    superseded_message,
+)
 from scalewise.webhook.config import (
     SCALING_ACTIONS,
     ActionName,
@@ -56,6 +72,7 @@ log = logging.getLogger("scalewise.webhook")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 200
+WEBHOOK_TAG = "webhook"
 LOCK_STRIPES = 256
 MAX_REMEMBERED = 200_000
 
@@ -245,6 +262,12 @@ class Metrics:
         self.duplicates = Counter(
             "scalewise_webhook_duplicates", "Duplicate requests (no new run)", registry=r
         )
+        self.superseded = Counter(
+            "scalewise_webhook_superseded",
+            "Queued runs cancelled before they started, superseded by a newer absolute request",
+            ["deployment"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "scalewise_webhook_rate_limited", "Requests refused by the rate limit", ["caller"], registry=r
         )
@@ -267,6 +290,13 @@ class Planned:
     key: str | None
     body_hash: str
     info: dict[str, Any] = field(default_factory=dict)
+    action: str = ""
+    #: How a superseded run names this request: the caller's Idempotency-Key, or the alert.
+    ref: str | None = None
+
+    @property
+    def tags(self) -> list[str]:
+        return ["scalewise", WEBHOOK_TAG] + ([request_tag(self.ref)] if self.ref else [])
 
 
 class _DuplicateKey(ValueError):
@@ -438,8 +468,8 @@ class Receiver:
     async def _start(self, plan: Planned, received: float) -> tuple[dict[str, Any], bool]:
         """Start one run (or find the one already started for its key): (result, started_new)."""
         if plan.key is None:
-            run = await self.starter.start(plan.deployment, plan.parameters, None, ["scalewise", "webhook"])
-            return self._accepted(plan, run.flow_run_id, False), True
+            run = await self.starter.start(plan.deployment, plan.parameters, None, plan.tags)
+            return {**self._accepted(plan, run.flow_run_id, False), **await self._coalesce(plan, run)}, True
         async with self.idempotency.lock(plan.key):
             seen = self.idempotency.get(plan.key)
             if seen is not None:
@@ -450,17 +480,85 @@ class Receiver:
                         "Idempotency-Key",
                         "idempotency_conflict",
                     )
-                self.metrics.duplicates.inc()
-                return self._accepted(plan, seen.flow_run_id, True), False
-            run = await self.starter.start(
-                plan.deployment, plan.parameters, plan.key, ["scalewise", "webhook"]
-            )
-            self.idempotency.put(plan.key, run, plan.deployment, plan.workload, plan.body_hash)
-        # Prefect returned a run created before this request: a duplicate from before a restart.
-        earlier = run.created is not None and run.created.timestamp() < received - 2.0
-        if earlier:
+                run = StartedRun(seen.flow_run_id, None)
+            else:
+                run = await self.starter.start(plan.deployment, plan.parameters, plan.key, plan.tags)
+                self.idempotency.put(plan.key, run, plan.deployment, plan.workload, plan.body_hash)
+        # Remembered here, or Prefect returned a run created before this request (from before a restart).
+        duplicate = seen is not None or (run.created is not None and run.created.timestamp() < received - 2.0)
+        if duplicate:
             self.metrics.duplicates.inc()
-        return self._accepted(plan, run.flow_run_id, earlier), not earlier
+            return {**self._accepted(plan, run.flow_run_id, True), **await self._lookup(run.flow_run_id)}, False
+        return {**self._accepted(plan, run.flow_run_id, False), **await self._coalesce(plan, run)}, True
+
+    async def _lookup(self, run_id: str) -> dict[str, Any]:
+        """A duplicate's run as it is now: its state, and the run that superseded it, if one did.
+        Best effort (the duplicate answer stands without it)."""
+        try:
+            name, message = await self.starter.state(run_id)
+        except Exception as exc:
+            log.warning("could not read the state of run %s: %s: %s", run_id, type(exc).__name__, str(exc)[:200])
+            return {}
+        out: dict[str, Any] = {"state": name}
+        pointer = parse_superseded(message) if name == "Cancelled" else None
+        if pointer is not None:
+            out["superseded_by"] = {"request": pointer[0], "flow_run_id": pointer[1]}
+        return out
+
+    async def finish_claims(self) -> list[str]:
+        """At start-up: cancel the runs a receiver claimed for cancelling but stopped before it could
+        (Pending with a supersede message: no runner starts them). Best effort; returns their ids."""
+        done: list[str] = []
+        for action in ABSOLUTE_ACTIONS:
+            deployment = self.config.deployment(action)
+            try:
+                for run in await self.starter.queued(deployment, WEBHOOK_TAG):
+                    if run.claimed and run.message and await self.starter.cancel_unstarted(run, run.message):
+                        done.append(run.flow_run_id)
+            except Exception as exc:
+                log.warning("could not finish claims on %s: %s: %s", deployment, type(exc).__name__, str(exc)[:200])
+        if done:
+            log.info("cancelled %d runs claimed by a receiver that stopped before cancelling them", len(done))
+        return done
+
+    async def _coalesce(self, plan: Planned, run: StartedRun) -> dict[str, Any]:
+        """After starting an absolute request's run: cancel the older unstarted runs of the same action
+        for the workload (see ``coalesce.py``), each with a message naming the newest request and run.
+
+        Done here, by the receiver, before the runner can spend a process and a lock turn on runs whose
+        writes would be overwritten at once; not by a flow run finding a newer request under the
+        lock, which would still cost one process per superseded request and a Prefect query in every
+        run's critical section. The claim (Scheduled -> Pending) makes it race-free: a run a runner
+        has claimed, started or finished is never touched. Best effort: on any error the older runs
+        simply act, in turn, as without coalescing."""
+        if not is_absolute(plan.action, plan.parameters):
+            return {}
+        own = QueuedRun(run.flow_run_id, run.created, plan.parameters, plan.tags, unstarted=False)
+        cancelled: list[str] = []
+        try:
+            queued = await self.starter.queued(plan.deployment, WEBHOOK_TAG)
+            newest, older = plan_supersede(plan.action, plan.workload, own, queued)
+            ref = plan.ref if newest.flow_run_id == run.flow_run_id else request_ref(newest.tags)
+            message = superseded_message(ref, newest.flow_run_id, plan.action, plan.workload, newest.parameters)
+            for old in older:
+                if await self.starter.cancel_unstarted(old, message):
+                    cancelled.append(old.flow_run_id)
+                    self.metrics.superseded.labels(plan.deployment).inc()
+                    log.info("cancelled %s run %s for %s: %s", plan.deployment, old.flow_run_id, plan.workload, message)
+        except Exception as exc:
+            log.warning(
+                "could not coalesce %s requests for %s (older runs act in turn): %s: %s",
+                plan.deployment, plan.workload, type(exc).__name__, str(exc)[:300],
+            )
+            return {"supersedes": cancelled} if cancelled else {}
+        out: dict[str, Any] = {}
+        if run.flow_run_id in cancelled:  # a newer request's run was stored while this one was
+            out["state"] = "Cancelled"
+            out["superseded_by"] = {"request": ref or "(no Idempotency-Key)", "flow_run_id": newest.flow_run_id}
+        others = [c for c in cancelled if c != run.flow_run_id]
+        if others:
+            out["supersedes"] = others
+        return out
 
     def _accepted(self, plan: Planned, run_id: str, duplicate: bool) -> dict[str, Any]:
         out = {"flow_run_id": run_id, "deployment": plan.deployment, "workload": plan.workload, **plan.info}
@@ -546,6 +644,8 @@ class Receiver:
             ),
             key=key,
             body_hash=_hash(data),
+            action=req.action,
+            ref=key_header,
         )
 
         async def go() -> Response:
@@ -609,6 +709,8 @@ class Receiver:
                     key="alert:" + hashlib.sha256(key_src.encode()).hexdigest(),
                     body_hash="alert",
                     info={"alert": alertname, "route": route.name, "status": alert.status},
+                    action=act.action,
+                    ref=f"alert:{route.name}:{fingerprint}:{alert.status}",
                 )
             )
 
@@ -700,9 +802,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await receiver.starter.open()
+        # in the background: serving does not wait for it (nor for an unreachable Prefect's retries)
+        sweep = asyncio.create_task(receiver.finish_claims())
         try:
             yield
         finally:
+            sweep.cancel()
+            with suppress(asyncio.CancelledError):
+                await sweep
             await receiver.starter.close()
 
     app = Starlette(
