@@ -119,6 +119,18 @@ def running_with(name: str, image: str) -> int:
     return len(proc.stdout.split())
 
 
+def wait_crashed(dead: ActionRecord, killed_at: float) -> None:
+    """Wait until the killed action's flow run is marked Crashed: bounded from the kill, with slack for a
+    loaded machine (the automation needs at most ~50 s)."""
+
+    def crashed() -> FlowRun | None:
+        run = flow_run(dead.flow_run_id or "")
+        return run if run.state is not None and run.state.is_crashed() else None
+
+    left = max(1.0, killed_at + CRASHED_WITHIN_S - time.monotonic())
+    wait_for(crashed, left, f"flow run {dead.flow_run_id} to be marked Crashed")
+
+
 def after_the_kill(
     spec: WorkloadSpec, dead: ActionRecord, floor: ReadyFloor, monkeypatch: pytest.MonkeyPatch, killed_at: float
 ) -> None:
@@ -139,13 +151,7 @@ def after_the_kill(
     assert [(r.id, r.outcome) for r in mine] == [(dead.id, "interrupted"), (nxt.id, "succeeded")], mine
     assert mine[0].error is not None and "interrupted" in mine[0].error
 
-    def crashed() -> FlowRun | None:
-        run = flow_run(dead.flow_run_id or "")
-        return run if run.state is not None and run.state.is_crashed() else None
-
-    # bounded from the kill, with slack for a loaded machine (the automation needs at most ~50 s)
-    left = max(1.0, killed_at + CRASHED_WITHIN_S - time.monotonic())
-    wait_for(crashed, left, f"flow run {dead.flow_run_id} to be marked Crashed")
+    wait_crashed(dead, killed_at)
     print(  # figures for the report, never asserted
         f"lock wait of the next operation {nxt.durations.get('lock_s')}s; "
         f"Crashed seen {time.monotonic() - killed_at:.0f}s after the kill (upper bound)"
@@ -258,10 +264,5 @@ def test_a_sigkilled_cli_canary_is_visible_crashed_and_rerun_promotes(
     mine = [r for r in records(spec.name) if r.operation == "canary"]
     assert [(r.id, r.outcome) for r in mine] == [(dead.id, "interrupted"), (nxt.id, "succeeded")], mine
 
-    def crashed() -> FlowRun | None:
-        run = flow_run(dead.flow_run_id or "")
-        return run if run.state is not None and run.state.is_crashed() else None
-
-    wait_for(crashed, max(1.0, killed_at + CRASHED_WITHIN_S - time.monotonic()),
-             f"flow run {dead.flow_run_id} to be marked Crashed")
+    wait_crashed(dead, killed_at)
     assert floor.samples and min(floor.samples) >= REPLICAS, floor.samples
