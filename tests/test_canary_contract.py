@@ -20,6 +20,7 @@ from scalewise.orchestrators.kube import KubernetesOrchestrator
 from scalewise.orchestrators.swarm import canary_service_name
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
+from tests.support.procs import wait_until
 from tests.support.targets import TEST_SPEC_LABEL, TargetHarness, docker_cli
 
 TARGETS = ["fake", "docker", "swarm"]
@@ -164,6 +165,33 @@ def test_engine_canary_containers_share_the_stable_labels_and_are_marked(docker_
     orch.abort_canary(spec)
 
 
+def orch_service_id(client: docker.DockerClient, name: str) -> str:
+    return str(client.api.inspect_service(name)["ID"])
+
+
+def task_ips(client: docker.DockerClient, service_id: str, network_id: str) -> set[str]:
+    """The addresses on ``network_id`` of the running tasks of one service (by id: a name filter
+    would also match the ``-canary`` service)."""
+    tasks = client.api.tasks(filters={"service": service_id, "desired-state": "running"})
+    return {
+        address.split("/")[0]
+        for task in tasks
+        if task.get("ServiceID") == service_id
+        for attachment in task.get("NetworksAttachments") or []
+        if attachment["Network"]["ID"] == network_id
+        for address in attachment.get("Addresses") or []
+    }
+
+
+def resolved(network: str, name: str) -> set[str]:
+    """The addresses Docker's embedded DNS gives ``name``, asked from a container on ``network``."""
+    out = docker_cli(
+        "run", "--rm", "--network", network, IMAGE_V1, "sh", "-c", f"nslookup {name} 127.0.0.11", timeout=60
+    )
+    answers = out.stdout.split("Non-authoritative answer:", 1)[-1] if out.returncode == 0 else ""
+    return {line.split(":", 1)[1].strip() for line in answers.splitlines() if line.startswith("Address:")}
+
+
 def test_kubernetes_refuses_a_canary_naming_the_target(fake_target: TargetHarness) -> None:
     spec = fake_target.make_spec()
     orch = object.__new__(KubernetesOrchestrator)  # no client needed: these methods never reach the target
@@ -201,6 +229,18 @@ def test_swarm_canary_is_a_marked_service_sharing_the_stable_alias_labels_and_ne
             attached = {(n["Target"], tuple(n.get("Aliases") or [])) for n in template["Networks"]}
             network_id = client.networks.get(network).id
             assert attached == {(network_id, (spec.name,))}
+
+            # Round-robin DNS over every task of the name (``tasks.<name>``) answers the stable's
+            # and the canary's tasks alike: the traffic share is the replica ratio.
+            stable_ips = task_ips(client, orch_service_id(client, spec.name), network_id)
+            canary_ips = task_ips(client, canary["ID"], network_id)
+            assert len(stable_ips) == 2 and len(canary_ips) == 1, (stable_ips, canary_ips)
+            wait_until(
+                lambda: resolved(network, f"tasks.{spec.name}") == stable_ips | canary_ips,
+                f"tasks.{spec.name} to resolve to the stable's {sorted(stable_ips)} and the canary's"
+                f" {sorted(canary_ips)}",
+                timeout_s=WAIT_S,
+            )
 
         finally:
             client.close()
