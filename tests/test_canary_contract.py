@@ -1,23 +1,29 @@
 """The canary part of the orchestrator protocol (``read_canary``, ``set_canary``, ``promote_canary``,
-``abort_canary``), run against the in-memory fake (fast tier) and the plain Docker engine; Swarm and
-Kubernetes refuse a canary naming their target."""
+``abort_canary``), run against the in-memory fake (fast tier), the plain Docker engine and Swarm;
+Kubernetes refuses a canary naming its target. While a canary is set, aborted or promoted the stable
+never drops below its desired ready count (sampled from another thread while the calls run)."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import docker
 import pytest
 
 from scalewise.errors import CanaryFailed, PermanentError
 from scalewise.model import WorkloadState
 from scalewise.orchestrators.base import Orchestrator
 from scalewise.orchestrators.kube import KubernetesOrchestrator
-from scalewise.orchestrators.swarm import SwarmOrchestrator
+from scalewise.orchestrators.swarm import canary_service_name
 from scalewise.spec import WorkloadSpec
-from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3
+from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
+from tests.support.procs import wait_until
 from tests.support.targets import TEST_SPEC_LABEL, TargetHarness, docker_cli
 
-TARGETS = ["fake", "docker"]
+TARGETS = ["fake", "docker", "swarm"]
 WAIT_S = 90.0
 
 
@@ -43,6 +49,32 @@ def deployed(orch: Orchestrator, spec: WorkloadSpec) -> WorkloadState:
     return result.state
 
 
+@contextmanager
+def stable_sampled(orch: Orchestrator, spec: WorkloadSpec) -> Iterator[list[tuple[int, int]]]:
+    """Sample the stable's (ready, desired) every 0.2 s while the block runs (one sample before it),
+    then assert it never dropped below its desired ready count."""
+    samples: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        state = orch.read(spec)
+        samples.append((state.ready_replicas, state.desired_replicas))
+
+    def run() -> None:
+        while not stop.wait(0.2):
+            sample()
+
+    sample()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(30)
+    assert all(ready >= desired for ready, desired in samples), samples
+
+
 def steady(state: WorkloadState) -> tuple[int, int, str, int, str]:
     """What a canary must never change about the stable."""
     return state.desired_replicas, state.ready_replicas, state.image, state.revision, state.version
@@ -55,7 +87,8 @@ def test_weight_is_a_replica_ratio_beside_an_untouched_stable_and_promote_rolls_
     before = deployed(orch, spec)
     assert orch.read_canary(spec) is None
 
-    first = orch.set_canary(spec, spec.with_image(IMAGE_V2), 20)
+    with stable_sampled(orch, spec):
+        first = orch.set_canary(spec, spec.with_image(IMAGE_V2), 20)
     assert (first.image, first.weight, first.desired_replicas, first.ready_replicas) == (IMAGE_V2, 20, 1, 1)
     assert first.template is not None and first.template["image"] == IMAGE_V2
     assert steady(orch.read(spec)) == steady(before)  # counts, revision and version ignore the canary
@@ -67,7 +100,8 @@ def test_weight_is_a_replica_ratio_beside_an_untouched_stable_and_promote_rolls_
     assert (wider.desired_replicas, wider.ready_replicas) == (2, 2)  # ceil(50% of 3)
     assert steady(orch.read(spec)) == steady(before)
 
-    after = orch.promote_canary(spec)
+    with stable_sampled(orch, spec):  # the promote is a start-first rolling update
+        after = orch.promote_canary(spec)
     assert (after.image, after.revision, after.desired_replicas) == (IMAGE_V2, before.revision + 1, 3)
     assert orch.read_canary(spec) is None
     assert [r.image for r in orch.revisions(spec)][-1] == IMAGE_V2
@@ -80,10 +114,11 @@ def test_weight_is_a_replica_ratio_beside_an_untouched_stable_and_promote_rolls_
 def test_abort_removes_the_canary_and_leaves_the_stable_as_it_was(target: TargetHarness) -> None:
     orch, spec = target.orchestrator, roomy(target.make_spec(replicas=2))
     before = deployed(orch, spec)
-    orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
-    with pytest.raises(PermanentError, match="promote or abort it first"):
-        orch.set_canary(spec, spec.with_image(IMAGE_V3), 50)  # one canary at a time
-    after = orch.abort_canary(spec)
+    with stable_sampled(orch, spec):
+        orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
+        with pytest.raises(PermanentError, match="promote or abort it first"):
+            orch.set_canary(spec, spec.with_image(IMAGE_V3), 50)  # one canary at a time
+        after = orch.abort_canary(spec)
     assert orch.read_canary(spec) is None
     assert steady(after) == steady(before)
     assert [r.image for r in orch.revisions(spec)] == [IMAGE_V1]
@@ -93,12 +128,13 @@ def test_abort_removes_the_canary_and_leaves_the_stable_as_it_was(target: Target
 def test_a_canary_that_never_becomes_ready_fails_and_stays_until_aborted(target: TargetHarness) -> None:
     orch, spec = target.orchestrator, roomy(target.make_spec(replicas=2, timeout=30))
     before = deployed(orch, spec)
-    with pytest.raises(CanaryFailed, match=target.broken_image):
-        orch.set_canary(spec, spec.with_image(target.broken_image), 10)
-    left = orch.read_canary(spec)
-    assert left is not None and left.ready_replicas == 0
-    assert orch.read(spec).ready_replicas == before.desired_replicas
-    assert steady(orch.abort_canary(spec))[:4] == steady(before)[:4]
+    with stable_sampled(orch, spec):
+        with pytest.raises(CanaryFailed, match=target.broken_image):
+            orch.set_canary(spec, spec.with_image(target.broken_image), 10)
+        left = orch.read_canary(spec)
+        assert left is not None and left.ready_replicas == 0
+        assert orch.read(spec).ready_replicas == before.desired_replicas
+        assert steady(orch.abort_canary(spec))[:4] == steady(before)[:4]
     assert orch.read_canary(spec) is None
 
 
@@ -129,14 +165,88 @@ def test_engine_canary_containers_share_the_stable_labels_and_are_marked(docker_
     orch.abort_canary(spec)
 
 
-@pytest.mark.parametrize("adapter", [SwarmOrchestrator, KubernetesOrchestrator])
-def test_swarm_and_kubernetes_refuse_a_canary_naming_the_target(
-    adapter: type[SwarmOrchestrator] | type[KubernetesOrchestrator], fake_target: TargetHarness
-) -> None:
+def orch_service_id(client: docker.DockerClient, name: str) -> str:
+    return str(client.api.inspect_service(name)["ID"])
+
+
+def task_ips(client: docker.DockerClient, service_id: str, network_id: str) -> set[str]:
+    """The addresses on ``network_id`` of the running tasks of one service (by id: a name filter
+    would also match the ``-canary`` service)."""
+    tasks = client.api.tasks(filters={"service": service_id, "desired-state": "running"})
+    return {
+        address.split("/")[0]
+        for task in tasks
+        if task.get("ServiceID") == service_id
+        for attachment in task.get("NetworksAttachments") or []
+        if attachment["Network"]["ID"] == network_id
+        for address in attachment.get("Addresses") or []
+    }
+
+
+def resolved(network: str, name: str) -> set[str]:
+    """The addresses Docker's embedded DNS gives ``name``, asked from a container on ``network``."""
+    out = docker_cli(
+        "run", "--rm", "--network", network, IMAGE_V1, "sh", "-c", f"nslookup {name} 127.0.0.11", timeout=60
+    )
+    answers = out.stdout.split("Non-authoritative answer:", 1)[-1] if out.returncode == 0 else ""
+    return {line.split(":", 1)[1].strip() for line in answers.splitlines() if line.startswith("Address:")}
+
+
+def test_kubernetes_refuses_a_canary_naming_the_target(fake_target: TargetHarness) -> None:
     spec = fake_target.make_spec()
-    orch = object.__new__(adapter)  # no client needed: these methods never reach the target
+    orch = object.__new__(KubernetesOrchestrator)  # no client needed: these methods never reach the target
     assert orch.read_canary(spec) is None
     for call in (lambda: orch.set_canary(spec, spec, 20), lambda: orch.promote_canary(spec),
                  lambda: orch.abort_canary(spec)):
         with pytest.raises(PermanentError, match=f"not supported on target {orch.target}"):
             call()
+
+
+def test_swarm_canary_is_a_marked_service_sharing_the_stable_alias_labels_and_networks(
+    swarm_target: TargetHarness,
+) -> None:
+    orch, spec = swarm_target.orchestrator, roomy(swarm_target.make_spec(replicas=2))
+    network = unique_name("swnet")
+    made = docker_cli("network", "create", "--driver", "overlay", "--attachable", network)
+    assert made.returncode == 0, made.stderr
+    try:
+        deployed(orch, spec)
+        added = docker_cli("service", "update", "--detach", "--network-add", network, spec.name, timeout=60)
+        assert added.returncode == 0, added.stderr
+        assert orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.5).converged
+        before = orch.read(spec)
+        orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
+        assert steady(orch.read(spec)) == steady(before)
+
+        client = docker.from_env(timeout=30)
+        try:
+            canary = client.api.inspect_service(canary_service_name(spec.name))
+            labels = canary["Spec"]["Labels"]
+            assert labels["scalewise.workload"] == spec.name and labels[TEST_SPEC_LABEL] == "1"
+            assert labels["scalewise.role"] == "canary" and labels["scalewise.canary-weight"] == "50"
+            template = canary["Spec"]["TaskTemplate"]
+            assert template["ContainerSpec"]["Labels"]["scalewise.role"] == "canary"
+            attached = {(n["Target"], tuple(n.get("Aliases") or [])) for n in template["Networks"]}
+            network_id = client.networks.get(network).id
+            assert attached == {(network_id, (spec.name,))}
+
+            # Round-robin DNS over every task of the name (``tasks.<name>``) answers the stable's
+            # and the canary's tasks alike: the traffic share is the replica ratio.
+            stable_ips = task_ips(client, orch_service_id(client, spec.name), network_id)
+            canary_ips = task_ips(client, canary["ID"], network_id)
+            assert len(stable_ips) == 2 and len(canary_ips) == 1, (stable_ips, canary_ips)
+            wait_until(
+                lambda: resolved(network, f"tasks.{spec.name}") == stable_ips | canary_ips,
+                f"tasks.{spec.name} to resolve to the stable's {sorted(stable_ips)} and the canary's"
+                f" {sorted(canary_ips)}",
+                timeout_s=WAIT_S,
+            )
+
+        finally:
+            client.close()
+        orch.abort_canary(spec)
+        assert orch.read_canary(spec) is None
+        assert steady(orch.read(spec)) == steady(before)
+    finally:
+        swarm_target.cleanup()
+        docker_cli("network", "rm", network)

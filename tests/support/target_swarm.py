@@ -13,11 +13,15 @@ from tests.support.targets import TargetHarness, docker_env, docker_exec_fetch, 
 
 
 def running_task_containers(name: str) -> list[str]:
-    """Container ids of the running tasks of service ``name``."""
+    """Container ids of the running tasks of service ``name`` (only that service: the task filter
+    matches name prefixes, so ``<name>-canary``'s tasks are left out)."""
     client = docker.from_env(timeout=30)
     try:
         ids: list[str] = []
-        for task in client.api.tasks(filters={"service": name, "desired-state": "running"}):
+        service_id = client.api.inspect_service(name)["ID"]
+        for task in client.api.tasks(filters={"service": service_id, "desired-state": "running"}):
+            if task.get("ServiceID") != service_id:
+                continue
             status = task.get("Status") or {}
             cid = (status.get("ContainerStatus") or {}).get("ContainerID")
             if status.get("State") == "running" and cid:

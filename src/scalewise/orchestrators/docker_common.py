@@ -59,8 +59,13 @@ LABEL_SPEC_HASH = "scalewise.spec-hash"
 LABEL_ROLE = "scalewise.role"
 ROLE_REPLICA = "replica"
 ROLE_ANCHOR = "anchor"
-#: Plain engine: replicas of a canary (never counted as the stable's replicas).
+#: A canary's replicas (engine containers, or the Swarm canary service and its tasks): never counted
+#: as the stable's replicas.
 ROLE_CANARY = "canary"
+#: On a canary: its weight (percent), its whole rendered spec (``history.dump_template``) and its hash.
+LABEL_CANARY_WEIGHT = "scalewise.canary-weight"
+LABEL_CANARY_TEMPLATE = "scalewise.canary-template"
+LABEL_CANARY_HASH = "scalewise.canary-hash"
 
 DEFAULT_TIMEOUT_S = 30
 NS = 1_000_000_000
@@ -143,6 +148,9 @@ def mapped(what: str, *, broad_transient: bool = False) -> Iterator[None]:
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "LABEL_CANARY_HASH",
+    "LABEL_CANARY_TEMPLATE",
+    "LABEL_CANARY_WEIGHT",
     "LABEL_MANAGED",
     "LABEL_REVISION",
     "LABEL_REVISIONS",

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from scalewise.model import Revision
-from scalewise.revisions import MAX_REVISIONS
+from scalewise.model import CanaryState, Revision
+from scalewise.revisions import MAX_REVISIONS, restore
+from scalewise.spec import WorkloadSpec
 
 COMPRESS_OVER = 2048
 _ZPREFIX = "z:"
@@ -90,4 +91,17 @@ def dump_history(history: Sequence[Revision]) -> str:
     return _pack(json.dumps(entries, separators=(",", ":"), sort_keys=True))
 
 
-__all__ = ["COMPRESS_OVER", "MAX_REVISIONS", "dump_history", "dump_template", "parse_history", "parse_template"]
+def canary_spec(spec: WorkloadSpec, state: CanaryState) -> WorkloadSpec:
+    """The whole spec a canary runs (``spec`` with the canary's recorded template put back)."""
+    return restore(spec, Revision(number=1, image=state.image, template=state.template))
+
+
+__all__ = [
+    "COMPRESS_OVER",
+    "MAX_REVISIONS",
+    "canary_spec",
+    "dump_history",
+    "dump_template",
+    "parse_history",
+    "parse_template",
+]

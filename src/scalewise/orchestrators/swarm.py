@@ -77,24 +77,45 @@ from typing import Any, TypeVar
 
 import docker
 
-from scalewise.errors import ConflictError, NotFoundError, PermanentError
-from scalewise.model import ConvergeResult, Revision, WorkloadState
-from scalewise.orchestrators.base import NoCanary, ProgressFn
+from scalewise.errors import CanaryFailed, ConflictError, NotFoundError, PermanentError, RolloutFailed
+from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
+from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.docker_common import (
     DEFAULT_TIMEOUT_S,
+    LABEL_CANARY_HASH,
+    LABEL_CANARY_TEMPLATE,
+    LABEL_CANARY_WEIGHT,
     LABEL_MANAGED,
     LABEL_REVISION,
     LABEL_REVISIONS,
+    LABEL_ROLE,
     LABEL_SPEC_HASH,
     LABEL_WORKLOAD,
+    ROLE_CANARY,
     map_docker_error,
     poll_converged,
 )
 from scalewise.orchestrators.docker_common import mapped as _mapped
 from scalewise.orchestrators.docker_common import ns as _ns
-from scalewise.orchestrators.history import MAX_REVISIONS, dump_history, parse_history
+from scalewise.orchestrators.history import (
+    MAX_REVISIONS,
+    canary_spec,
+    dump_history,
+    dump_template,
+    parse_history,
+    parse_template,
+)
+from scalewise.policy.canary import canary_replicas
 from scalewise.policy.readings import ReplicaInfo
-from scalewise.revisions import RollbackPlan, record_revision, restore, spec_revision
+from scalewise.revisions import (
+    RollbackPlan,
+    plan_rollback,
+    record_revision,
+    render_template,
+    restore,
+    spec_revision,
+)
+from scalewise.revisions import template_hash as revision_hash
 from scalewise.spec import UpdateStrategy, WorkloadSpec
 
 _UPDATING_STATES = frozenset({"updating", "rollback_started"})
@@ -102,6 +123,7 @@ _UPDATING_STATES = frozenset({"updating", "rollback_started"})
 _PENDING_TASK_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready"})
 _ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
 _T = TypeVar("_T")
+CANARY_SUFFIX = "-canary"
 
 
 def _update_config(update: UpdateStrategy, rollback: bool) -> dict[str, Any]:
@@ -131,7 +153,13 @@ def _current_revision(labels: dict[str, str], history: list[Revision]) -> int:
         return history[-1].number
 
 
-class SwarmOrchestrator(NoCanary):
+def canary_service_name(name: str) -> str:
+    """The Swarm service that runs workload ``name``'s canary (names are at most 53 characters, so
+    this stays within Swarm's 63)."""
+    return f"{name}{CANARY_SUFFIX}"
+
+
+class SwarmOrchestrator:
     """The :class:`~scalewise.orchestrators.base.Orchestrator` for a Docker Swarm (manager node)."""
 
     target = "swarm"
@@ -470,11 +498,220 @@ class SwarmOrchestrator(NoCanary):
         return self.apply(restore(spec, plan.target))
 
     def remove(self, spec: WorkloadSpec) -> None:
+        self._remove_canary(spec)
         try:
             with _mapped(self._what(spec, "remove")):
                 self.api.remove_service(spec.name)
         except NotFoundError:
             return
+
+    # ----------------------------------------------------------------------------- canary
+
+    def _canary_service(self, spec: WorkloadSpec) -> dict[str, Any] | None:
+        """The canary service of ``spec`` (``None`` without one, or when that name is another
+        service: one not labelled as this workload's canary is never read, written or removed)."""
+        try:
+            service = self._inspect(canary_service_name(spec.name))
+        except NotFoundError:
+            return None
+        labels: dict[str, str] = service["Spec"].get("Labels") or {}
+        if labels.get(LABEL_ROLE) != ROLE_CANARY or labels.get(LABEL_WORKLOAD) != spec.name:
+            return None
+        return service
+
+    def _canary_state(self, spec: WorkloadSpec, service: dict[str, Any]) -> CanaryState:
+        labels: dict[str, str] = service["Spec"].get("Labels") or {}
+        state = self._state(canary_service_name(spec.name), service)
+        try:
+            weight = min(100, max(0, int(labels.get(LABEL_CANARY_WEIGHT, "0"))))
+        except ValueError:
+            weight = 0
+        return CanaryState(
+            name=spec.name,
+            image=state.image,
+            weight=weight,
+            desired_replicas=state.desired_replicas,
+            ready_replicas=state.ready_replicas,
+            spec_hash=labels.get(LABEL_CANARY_HASH) or None,
+            template=parse_template(labels.get(LABEL_CANARY_TEMPLATE)),
+        )
+
+    def read_canary(self, spec: WorkloadSpec) -> CanaryState | None:
+        service = self._canary_service(spec)
+        return None if service is None else self._canary_state(spec, service)
+
+    def _render_canary(
+        self, spec: WorkloadSpec, stable: dict[str, Any], canary: WorkloadSpec, weight: int, replicas: int
+    ) -> dict[str, Any]:
+        """The canary service: ``canary`` rendered as the stable would be, on the stable's networks with
+        the stable's name as alias, with its placement and resources, no published ports, marked canary."""
+        rendered = self._render(canary)
+        stable_spec = stable["Spec"]
+        stable_template = stable_spec.get("TaskTemplate") or {}
+        template: dict[str, Any] = json.loads(json.dumps(stable_template))
+        template.pop("ForceUpdate", None)
+        cspec = dict(rendered["ContainerSpec"])
+        cspec["Labels"] = {**cspec["Labels"], LABEL_ROLE: ROLE_CANARY}
+        template["ContainerSpec"] = cspec
+        template["RestartPolicy"] = rendered["RestartPolicy"]
+        networks = stable_template.get("Networks") or stable_spec.get("Networks") or []
+        template["Networks"] = [
+            {**net, "Aliases": sorted({*(net.get("Aliases") or []), spec.name})} for net in networks
+        ]
+        if not template["Networks"]:
+            template.pop("Networks")
+        shape = render_template(canary)
+        labels = {
+            **rendered["Labels"],
+            LABEL_ROLE: ROLE_CANARY,
+            LABEL_CANARY_WEIGHT: str(weight),
+            LABEL_CANARY_HASH: revision_hash(shape),
+            LABEL_CANARY_TEMPLATE: dump_template(shape),
+        }
+        return {
+            "Name": canary_service_name(spec.name),
+            "Labels": labels,
+            "TaskTemplate": template,
+            "Mode": {"Replicated": {"Replicas": replicas}},
+            "UpdateConfig": rendered["UpdateConfig"],
+            "RollbackConfig": rendered["RollbackConfig"],
+            # Published ports stay the stable's (one ingress port belongs to one service); the
+            # canary is reached through the shared alias.
+            "EndpointSpec": {"Mode": (stable_spec.get("EndpointSpec") or {}).get("Mode") or "vip"},
+        }
+
+    def set_canary(self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> CanaryState:
+        if not 0 <= weight <= 100:
+            raise PermanentError(f"swarm service {spec.name!r}: weight {weight} is outside [0, 100]")
+        if canary.name != spec.name:
+            raise PermanentError(
+                f"swarm service {spec.name!r}: canary.name {canary.name!r} must be the stable's name"
+            )
+        stable = self._inspect(spec.name)
+        want = canary_replicas(weight, self._state(spec.name, stable).desired_replicas)
+        name = canary_service_name(spec.name)
+        service = self._canary_service(spec)
+        if service is None:
+            if self.exists(spec.model_copy(update={"name": name})):
+                raise PermanentError(
+                    f"swarm service {spec.name!r}: service {name!r} exists and is not its canary;"
+                    " rename one of them"
+                )
+            new = self._render_canary(spec, stable, canary, weight, want)
+            with _mapped(f"swarm service {name!r}: create canary"):
+                self.api.create_service(
+                    new["TaskTemplate"],
+                    name=name,
+                    labels=new["Labels"],
+                    mode=new["Mode"],
+                    update_config=new["UpdateConfig"],
+                    rollback_config=new["RollbackConfig"],
+                    endpoint_spec=new["EndpointSpec"],
+                )
+        else:
+            labels: dict[str, str] = service["Spec"].get("Labels") or {}
+            if labels.get(LABEL_CANARY_HASH) != revision_hash(render_template(canary)):
+                running = self._canary_state(spec, service).image
+                raise PermanentError(
+                    f"swarm service {spec.name!r}: a canary of {running} is running; promote or abort it first"
+                )
+            svc_spec: dict[str, Any] = json.loads(json.dumps(service["Spec"]))
+            current = int(((svc_spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0) or 0)
+            if current != want or labels.get(LABEL_CANARY_WEIGHT) != str(weight):
+                svc_spec["Mode"] = {"Replicated": {"Replicas": want}}
+                svc_spec["Labels"] = {**labels, LABEL_CANARY_WEIGHT: str(weight)}
+                self._write(name, service, svc_spec, int(service["Version"]["Index"]))
+        return self._await_canary(spec, canary)
+
+    def _await_canary(self, spec: WorkloadSpec, canary: WorkloadSpec) -> CanaryState:
+        """Wait (``update.timeout``) until every canary replica runs and is ready; CanaryFailed if not."""
+        name = canary_service_name(spec.name)
+
+        def settled(state: WorkloadState, elapsed: float) -> ConvergeResult | None:
+            if state.desired_replicas == state.ready_replicas == state.running_replicas:
+                return ConvergeResult(converged=True, state=state, reason="converged", elapsed_s=elapsed)
+            return None
+
+        result = poll_converged(
+            lambda: self._state(name, self._inspect(name)),
+            settled,
+            start=time.monotonic(),
+            timeout_s=canary.update.timeout,
+            poll_s=0.5,
+            on_progress=None,
+            progress=lambda s: f"{s.ready_replicas} of {s.desired_replicas} canary replicas ready",
+            what=f"swarm service {name!r}",
+        )
+        if not result.converged:
+            raise CanaryFailed(spec.name, f"{canary.image}: {result.detail}{self._last_task_error(name)}")
+        service = self._canary_service(spec)
+        if service is None:  # removed under us (an abort): say so rather than report a canary
+            raise PermanentError(f"swarm service {spec.name!r}: the canary service {name!r} disappeared")
+        return self._canary_state(spec, service)
+
+    def _last_task_error(self, name: str) -> str:
+        """``; last task error: ...`` from the newest task of service ``name`` that reported one."""
+        try:
+            tasks: list[dict[str, Any]] = self._call(
+                f"swarm service {name!r}: list tasks", self.api.tasks, filters={"service": name}
+            )
+        except PermanentError:
+            return ""
+        failed = [t for t in tasks if (t.get("Status") or {}).get("Err")]
+        if not failed:
+            return ""
+        newest = max(failed, key=lambda t: str((t.get("Status") or {}).get("Timestamp", "")))
+        return f"; last task error: {newest['Status']['Err']}"
+
+    def promote_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        found = self.read_canary(spec)
+        if found is None:
+            raise PermanentError(f"swarm service {spec.name!r}: no canary to promote")
+        if found.template is None:
+            raise PermanentError(f"swarm service {spec.name!r}: the canary service carries no spec; abort it")
+        target = canary_spec(spec, found)
+        before = self.read(spec)
+        self.apply(target)  # the rolling update (a no-op when the stable already runs the canary's spec)
+        result = self.wait_converged(target, target.update.timeout)
+        if not result.converged:
+            reason = f"{result.reason}: {result.detail}" if result.detail else result.reason
+            current = self.read(spec)
+            if current.revision != before.revision:
+                # Swarm did not revert on its own (failure_action pause, or the update is too slow).
+                self.apply_rollback(spec, plan_rollback(current, self.revisions(spec), before.revision))
+                restored = self.wait_converged(spec, spec.update.timeout)
+                if not restored.converged:
+                    reason += f"; the rollback did not converge either ({restored.reason})"
+            raise RolloutFailed(spec.name, reason, rolled_back_to=before.revision)
+        self._remove_canary(spec)
+        return self.read(spec)
+
+    def _remove_canary(self, spec: WorkloadSpec) -> None:
+        """Remove the canary service (none: nothing to do), then wait a little for its local task
+        containers to go (best effort: Swarm stops them on its own)."""
+        service = self._canary_service(spec)
+        if service is None:
+            return
+        name = canary_service_name(spec.name)
+        try:
+            with _mapped(f"swarm service {name!r}: remove canary"):
+                self.api.remove_service(service["ID"])
+        except NotFoundError:
+            return
+        deadline = time.monotonic() + min(spec.stop_grace_period, 10.0) + 15.0
+        while time.monotonic() < deadline:
+            left = self._call(
+                f"swarm service {name!r}: list canary containers",
+                self.api.containers,
+                filters={"label": f"com.docker.swarm.service.id={service['ID']}"},
+            )
+            if not left:
+                return
+            time.sleep(0.5)
+
+    def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        self._remove_canary(spec)
+        return self.read(spec)
 
     # ----------------------------------------------------------------------------- waiting
 
@@ -542,4 +779,4 @@ class SwarmOrchestrator(NoCanary):
             ),
         )
 
-__all__ = ["MAX_REVISIONS", "SwarmOrchestrator", "map_docker_error"]
+__all__ = ["CANARY_SUFFIX", "MAX_REVISIONS", "SwarmOrchestrator", "canary_service_name", "map_docker_error"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from scalewise.errors import CanaryFailed, PermanentError
-from scalewise.model import CanaryState, Revision
+from scalewise.model import CanaryState
 from scalewise.orchestrators.engine.containers import Containers
 from scalewise.orchestrators.engine.labels import (
     LABEL_CANARY_HASH,
@@ -26,9 +26,9 @@ from scalewise.orchestrators.engine.labels import (
     template_hash,
 )
 from scalewise.orchestrators.engine.rollout import RolloutError, await_healthy, rolling_update
-from scalewise.orchestrators.history import dump_template, parse_template
+from scalewise.orchestrators.history import canary_spec, dump_template, parse_template
 from scalewise.policy.canary import canary_replicas
-from scalewise.revisions import render_template, restore
+from scalewise.revisions import render_template
 from scalewise.revisions import template_hash as revision_hash
 from scalewise.spec import WorkloadSpec
 
@@ -53,11 +53,6 @@ def read(group: Group) -> CanaryState | None:
         spec_hash=newest.labels.get(LABEL_CANARY_HASH) or None,
         template=template,
     )
-
-
-def canary_spec(spec: WorkloadSpec, state: CanaryState) -> WorkloadSpec:
-    """The whole spec the canary runs (``spec`` with the canary's recorded template put back)."""
-    return restore(spec, Revision(number=1, image=state.image, template=state.template))
 
 
 def set_weight(c: Containers, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> None:

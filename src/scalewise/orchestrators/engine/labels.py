@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from scalewise.errors import NotFoundError
 from scalewise.model import Revision
 from scalewise.orchestrators.docker_common import (
+    LABEL_CANARY_HASH,
+    LABEL_CANARY_TEMPLATE,
+    LABEL_CANARY_WEIGHT,
     LABEL_MANAGED,
     LABEL_REVISION,
     LABEL_REVISIONS,
@@ -35,9 +38,6 @@ LABEL_ANCHOR_SEQ = "scalewise.anchor-seq"
 LABEL_UPDATE_STATE = "scalewise.update-state"
 LABEL_UPDATE_MESSAGE = "scalewise.update-message"
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"
-LABEL_CANARY_WEIGHT = "scalewise.canary-weight"
-LABEL_CANARY_TEMPLATE = "scalewise.canary-template"
-LABEL_CANARY_HASH = "scalewise.canary-hash"
 
 
 def _int(value: str | None, default: int = 0) -> int:
