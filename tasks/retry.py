@@ -2,7 +2,10 @@
 
 A task that waits (``wait_until_ready``, ``apply_image``) has no retry policy at all (:data:`WAITING`):
 its wait carries its own deadline and absorbs transient read errors until then; retrying it would
-multiply the bound. A timeout (:class:`ConvergenceTimeout`) is never transient.
+multiply the bound. The steps inside such a task (the plain engine's rolling-update batches, run as task
+runs of their own by ``tasks.workload.as_task_run``) are retried with this policy: each is idempotent and
+waits against the rollout's one deadline, so a retry never extends it. A timeout
+(:class:`ConvergenceTimeout`) is never transient.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ version) and retried for transient errors only, except the tasks that wait (``ap
 from __future__ import annotations
 
 import time
-from typing import cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -19,7 +20,10 @@ from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan
 from scalewise.settings import workloads_path
 from scalewise.spec import WorkloadSpec, get_workload
+from scalewise.steps import steps_run_by
 from tasks.retry import RETRYING, WAITING
+
+T = TypeVar("T")
 
 
 @task(cache_policy=NO_CACHE)
@@ -58,7 +62,8 @@ def apply_image(spec: WorkloadSpec, image: str, timeout_s: float) -> tuple[Write
     """Roll out ``image``; on failure roll back, wait for the old revision, then raise RolloutFailed.
 
     The run shows the rollout's progress as it goes: a log line and a progress artifact (``rollout-NAME``:
-    the share of replicas on the new revision, as the orchestrator reports it), updated every 2 s."""
+    the share of replicas on the new revision, as the orchestrator reports it), updated every 2 s; on
+    the plain engine every batch is also a task run of its own (``batch-N-of-M-slots-...``)."""
     logger = get_run_logger()
     last = [0.0]
     bar = RolloutProgress(spec.name, image)
@@ -73,14 +78,23 @@ def apply_image(spec: WorkloadSpec, image: str, timeout_s: float) -> tuple[Write
             bar.update(state)
 
     try:
-        outcome, result = operations.rolling_update(
-            orchestrators.for_target(spec.target), spec, image, timeout_s, progress
-        )
+        with steps_run_by(as_task_run):
+            outcome, result = operations.rolling_update(
+                orchestrators.for_target(spec.target), spec, image, timeout_s, progress
+            )
     except Exception as exc:
         bar.finish(None, f"stopped: {type(exc).__name__}")
         raise
     bar.finish(result.state, "done" if outcome.changed else "already on this image")
     return outcome, result
+
+
+def as_task_run(name: str, fn: Callable[[], T]) -> T:
+    """Run one step of an operation (a rolling-update batch on the plain engine) as a task run of its
+    own, named after the step, retried for transient errors only (the step is idempotent; its wait keeps
+    the rollout's one deadline, so a retry never extends the bound)."""
+    step = task(name="rollout-step", task_run_name=name, cache_policy=NO_CACHE, **RETRYING)(fn)
+    return step()
 
 
 class RolloutProgress:

@@ -1,4 +1,5 @@
-"""The engine adapter's rollout engine: replace a revision's containers batch by batch, inline.
+"""The engine adapter's rollout engine: replace a revision's containers batch by batch, each batch
+a step (:func:`scalewise.steps.run_step`: inline, or a task run of its own under Prefect).
 
 Start-first batches (stop-first when asked or when host ports are published), each new container
 awaited healthy, the whole rollout bounded by ``update.timeout``; a failure undoes it and raises
@@ -9,6 +10,7 @@ by the caller.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from datetime import UTC, datetime
 
@@ -17,6 +19,7 @@ from scalewise.orchestrators.engine.containers import Containers, mapped
 from scalewise.orchestrators.engine.labels import Box, Record, template_hash
 from scalewise.revisions import record_revision
 from scalewise.spec import WorkloadSpec
+from scalewise.steps import run_step
 
 POLL_S = 0.25
 
@@ -89,36 +92,47 @@ def rolling_update(c: Containers, spec: WorkloadSpec, image: str, reason: str) -
     desired = rec.desired
     stop_first = spec.update.order == "stop-first" or any(p.published for p in spec.ports)
     batch = spec.update.parallelism or max(1, len(old))
+    chunks = [old[start : start + batch] for start in range(0, len(old), batch)]
     deadline = time.monotonic() + spec.update.timeout
-    replaced: list[Box] = []  # old containers already removed
-    created: list[str] = []
+
+    def roll(chunk: list[Box]) -> None:
+        """One batch: start the new revision on the chunk's slots (stop-first: after removing the
+        old ones), wait until healthy, remove the old ones. Safe to run again after a transient
+        failure: a slot's new container that exists is reused, an old one that is gone is not
+        removed twice."""
+        group = c.group(name)
+        fresh = {b.slot: b.id for b in group.replicas if b.revision == new_rev}
+        live = {b.id for b in group.replicas}
+        if stop_first:
+            c.remove_many(name, [b for b in chunk if b.id in live], spec.stop_grace_period)
+        new_ids = [
+            fresh[box.slot]
+            if box.slot in fresh
+            else c.create_replica(
+                spec,
+                image=image,
+                revision=new_rev,
+                slot=box.slot,
+                desired=desired,
+                history=history,
+                spec_hash=new_hash,
+            )
+            for box in chunk
+        ]
+        await_healthy(c, spec, new_ids, deadline)
+        if not stop_first:
+            c.remove_many(name, [b for b in chunk if b.id in live], spec.stop_grace_period)
+
     try:
-        for start in range(0, len(old), batch):
-            chunk = old[start : start + batch]
-            if stop_first:
-                c.remove_many(name, chunk, spec.stop_grace_period)
-                replaced.extend(chunk)
-            new_ids: list[str] = []
-            for box in chunk:
-                cid = c.create_replica(
-                    spec,
-                    image=image,
-                    revision=new_rev,
-                    slot=box.slot,
-                    desired=desired,
-                    history=history,
-                    spec_hash=new_hash,
-                )
-                new_ids.append(cid)
-                created.append(cid)
-            await_healthy(c, spec, new_ids, deadline)
-            if not stop_first:
-                c.remove_many(name, chunk, spec.stop_grace_period)
-                replaced.extend(chunk)
-            if spec.update.delay and start + batch < len(old):
+        for number, chunk in enumerate(chunks, start=1):
+            slots = ",".join(str(b.slot) for b in chunk)
+            run_step(f"batch-{number}-of-{len(chunks)}-slots-{slots}", functools.partial(roll, chunk))
+            if spec.update.delay and number < len(chunks):
                 time.sleep(spec.update.delay)
     except Exception as exc:
         message = str(exc)
+        live = {b.id for b in c.group(name).replicas}
+        replaced = [b for b in old if b.id not in live]  # old containers already removed
         undo(c, spec, rec, new_rev, replaced)
         group = c.group(name)
         c.rewrite_record(
