@@ -117,7 +117,7 @@ def no_canary(target: str, name: str) -> PermanentError:
 
 class NoCanary:
     """The canary methods of a target without canary support: reading finds none, writing raises
-    :func:`no_canary` naming the target (Kubernetes for now; the engine and Swarm implement canaries)."""
+    :func:`no_canary` naming the target (the engine, Swarm and Kubernetes Deployments implement canaries)."""
 
     target: str
 
