@@ -111,7 +111,7 @@ def no_canary(target: str, name: str) -> PermanentError:
     """The error of a target that has no canary support (yet)."""
     return PermanentError(
         f"{target} workload {name!r}: update.strategy canary is not supported on target {target}"
-        " (supported: docker, swarm); use a rolling update"
+        " (supported: docker, swarm, kubernetes Deployments); use a rolling update"
     )
 
 
