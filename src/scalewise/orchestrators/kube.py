@@ -43,6 +43,17 @@ Writes
 - ``remove``: delete with ``propagationPolicy=Background`` (the object is gone at once; the garbage
   collector removes ReplicaSets/Pods) plus the headless Service; idempotent.
 
+Canary
+------
+A canary is a second Deployment ``<name>-canary`` rendered by ``_render`` from the canary's spec. Its
+pods carry the stable's pod labels (a Service selecting ``app.kubernetes.io/name`` balances over both
+by pod count) plus ``scalewise.io/role=canary``, which its own selector requires. The stable's selector
+(``app.kubernetes.io/name`` only) is immutable, so it also matches canary pods; that is harmless for
+the controllers (the canary pods have another ``pod-template-hash`` and the canary's ReplicaSet as
+controller owner, so the stable's ReplicaSets never adopt or count them, and the Deployment's status
+counts only its own ReplicaSets) and ``replicas`` excludes the role label. Weight and the canary
+spec's hash are annotations of the canary Deployment. StatefulSets refuse a canary.
+
 Refusing to fight another owner
 -------------------------------
 Before changing the replica count (``set_replicas``, ``apply`` with an explicit count that differs)
