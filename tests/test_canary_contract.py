@@ -1,7 +1,8 @@
 """The canary part of the orchestrator protocol (``read_canary``, ``set_canary``, ``promote_canary``,
-``abort_canary``), run against the in-memory fake (fast tier), the plain Docker engine and Swarm;
-Kubernetes refuses a canary naming its target. While a canary is set, aborted or promoted the stable
-never drops below its desired ready count (sampled from another thread while the calls run)."""
+``abort_canary``), run against the in-memory fake (fast tier), the plain Docker engine, Swarm and
+Kubernetes (a ``<name>-canary`` Deployment; StatefulSets refuse a canary naming the target and kind).
+While a canary is set, aborted or promoted the stable never drops below its desired ready count
+(sampled from another thread while the calls run)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ import pytest
 from scalewise.errors import CanaryFailed, PermanentError
 from scalewise.model import WorkloadState
 from scalewise.orchestrators.base import Orchestrator
-from scalewise.orchestrators.kube import KubernetesOrchestrator
+from scalewise.orchestrators.kube import LABEL_NAME, canary_name
 from scalewise.orchestrators.swarm import canary_service_name
 from scalewise.spec import WorkloadSpec
 from tests.support.docker_env import IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
+from tests.support.kube import ControlPlane
 from tests.support.procs import wait_until
 from tests.support.targets import TEST_SPEC_LABEL, TargetHarness, docker_cli
 
-TARGETS = ["fake", "docker", "swarm"]
+TARGETS = ["fake", "docker", "swarm", "kubernetes"]
 WAIT_S = 90.0
 
 
@@ -192,13 +194,38 @@ def resolved(network: str, name: str) -> set[str]:
     return {line.split(":", 1)[1].strip() for line in answers.splitlines() if line.startswith("Address:")}
 
 
-def test_kubernetes_refuses_a_canary_naming_the_target(fake_target: TargetHarness) -> None:
-    spec = fake_target.make_spec()
-    orch = object.__new__(KubernetesOrchestrator)  # no client needed: these methods never reach the target
+def test_kubernetes_canary_is_a_second_deployment_whose_pods_carry_the_stable_labels(
+    kubernetes_target: TargetHarness, kube_cluster: ControlPlane
+) -> None:
+    orch, spec = kubernetes_target.orchestrator, roomy(kubernetes_target.make_spec(replicas=2))
+    before = deployed(orch, spec)
+    orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
+    ns = spec.kubernetes.namespace
+    # What a Service selecting the stable's pods (app.kubernetes.io/name) balances over: both.
+    out = kube_cluster.kubectl("get", "pods", "-n", ns, "-l", f"{LABEL_NAME}={spec.name}", "-o", "json")
+    pods = [p for p in json.loads(out.stdout)["items"] if not p["metadata"].get("deletionTimestamp")]
+    roles = sorted(p["metadata"]["labels"].get("scalewise.io/role", "stable") for p in pods)
+    assert roles == ["canary", "stable", "stable"], roles
+    made = json.loads(kube_cluster.kubectl("get", "deployment", "-n", ns, canary_name(spec.name), "-o", "json").stdout)
+    assert made["spec"]["selector"]["matchLabels"] == {LABEL_NAME: spec.name, "scalewise.io/role": "canary"}
+    assert made["metadata"]["annotations"]["scalewise.io/canary-weight"] == "50"
+    assert len(orch.replicas(spec)) == 2  # the stable's replicas never list the canary's pods
+    assert steady(orch.read(spec)) == steady(before)
+    orch.remove(spec)  # the workload's canary goes with it
+    cname = canary_name(spec.name)
+    wait_until(lambda: kube_cluster.kubectl("get", "deployment", "-n", ns, cname, check=False).returncode != 0,
+               "the canary deployment to be deleted with its workload", timeout_s=WAIT_S)
+
+
+def test_a_kubernetes_statefulset_refuses_a_canary_naming_the_target_and_kind(
+    kubernetes_target: TargetHarness,
+) -> None:
+    spec = kubernetes_target.make_spec(replicas=1)
+    spec = spec.model_copy(update={"kubernetes": spec.kubernetes.model_copy(update={"kind": "StatefulSet"})})
+    orch = kubernetes_target.orchestrator
     assert orch.read_canary(spec) is None
-    for call in (lambda: orch.set_canary(spec, spec, 20), lambda: orch.promote_canary(spec),
-                 lambda: orch.abort_canary(spec)):
-        with pytest.raises(PermanentError, match=f"not supported on target {orch.target}"):
+    for call in (lambda: orch.set_canary(spec, spec.with_image(IMAGE_V2), 20), lambda: orch.promote_canary(spec)):
+        with pytest.raises(PermanentError, match="not supported for kind StatefulSet on target kubernetes"):
             call()
 
 

@@ -144,6 +144,13 @@ def exercise(orch: KubernetesOrchestrator, kube_cluster: ControlPlane, namespace
     roll_back(orch, dep, to_revision=2)
     converge(orch, dep)
     assert orch.read(dep).image == IMAGE_V2
+    # The canary (a second Deployment) needs no grant beyond the Deployment's own.
+    assert orch.set_canary(dep, dep.with_image(IMAGE_V1), 50).ready_replicas == 1
+    assert orch.read_canary(dep) is not None
+    orch.abort_canary(dep)
+    orch.set_canary(dep, dep.with_image(IMAGE_V1), 50)
+    assert orch.promote_canary(dep).image == IMAGE_V1
+    assert orch.read_canary(dep) is None
     # The HPA check runs with the same token: an HPA (created by an admin) is seen and respected.
     autoscaling: Any = client.AutoscalingV2Api(kube_cluster.api_client())
     autoscaling.create_namespaced_horizontal_pod_autoscaler(

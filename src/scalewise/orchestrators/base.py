@@ -111,13 +111,13 @@ def no_canary(target: str, name: str) -> PermanentError:
     """The error of a target that has no canary support (yet)."""
     return PermanentError(
         f"{target} workload {name!r}: update.strategy canary is not supported on target {target}"
-        " (supported: docker, swarm); use a rolling update"
+        " (supported: docker, swarm, kubernetes Deployments); use a rolling update"
     )
 
 
 class NoCanary:
     """The canary methods of a target without canary support: reading finds none, writing raises
-    :func:`no_canary` naming the target (Kubernetes for now; the engine and Swarm implement canaries)."""
+    :func:`no_canary` naming the target (the engine, Swarm and Kubernetes Deployments implement canaries)."""
 
     target: str
 

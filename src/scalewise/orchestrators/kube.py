@@ -43,6 +43,17 @@ Writes
 - ``remove``: delete with ``propagationPolicy=Background`` (the object is gone at once; the garbage
   collector removes ReplicaSets/Pods) plus the headless Service; idempotent.
 
+Canary
+------
+A canary is a second Deployment ``<name>-canary`` rendered by ``_render`` from the canary's spec. Its
+pods carry the stable's pod labels (a Service selecting ``app.kubernetes.io/name`` balances over both
+by pod count) plus ``scalewise.io/role=canary``, which its own selector requires. The stable's selector
+(``app.kubernetes.io/name`` only) is immutable, so it also matches canary pods; that is harmless for
+the controllers (the canary pods have another ``pod-template-hash`` and the canary's ReplicaSet as
+controller owner, so the stable's ReplicaSets never adopt or count them, and the Deployment's status
+counts only its own ReplicaSets) and ``replicas`` excludes the role label. Weight and the canary
+spec's hash are annotations of the canary Deployment. StatefulSets refuse a canary.
+
 Refusing to fight another owner
 -------------------------------
 Before changing the replica count (``set_replicas``, ``apply`` with an explicit count that differs)
@@ -119,6 +130,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from scalewise.errors import (
+    CanaryFailed,
     ConflictError,
     ForbiddenError,
     NotFoundError,
@@ -127,10 +139,17 @@ from scalewise.errors import (
     TransientError,
     UnreachableError,
 )
-from scalewise.model import ConvergeResult, Revision, WorkloadState
-from scalewise.orchestrators.base import NoCanary, ProgressFn
-from scalewise.orchestrators.history import dump_history, dump_template, parse_history, parse_template
+from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
+from scalewise.orchestrators.base import ProgressFn
+from scalewise.orchestrators.history import (
+    canary_spec,
+    dump_history,
+    dump_template,
+    parse_history,
+    parse_template,
+)
 from scalewise.orchestrators.waiting import poll_converged
+from scalewise.policy.canary import canary_replicas
 from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan, record_revision, render_template, restore, spec_revision, template_hash
 from scalewise.spec import WorkloadSpec
@@ -147,6 +166,13 @@ ANN_SW_REVISIONS = "scalewise.io/revisions"
 #: On the pod template (so every ReplicaSet keeps it): the whole spec of that revision.
 ANN_SW_SPEC = "scalewise.io/spec"
 KEDA_LABEL = "scaledobject.keda.sh/name"
+#: On a canary Deployment and its pods: marks them so the stable's reads never count them.
+LABEL_ROLE = "scalewise.io/role"
+ROLE_CANARY = "canary"
+#: On a canary Deployment: its weight (percent of the stable's desired replicas) and its spec's hash.
+ANN_CANARY_WEIGHT = "scalewise.io/canary-weight"
+ANN_CANARY_HASH = "scalewise.io/canary-hash"
+CANARY_SUFFIX = "-canary"
 REVISION_HISTORY_LIMIT = 10
 DEFAULT_TIMEOUT_S = 30.0
 APPLY_ATTEMPTS = 3
@@ -316,7 +342,12 @@ def _dump_history(history: list[Revision]) -> str:
     return dump_history(history)
 
 
-class KubernetesOrchestrator(NoCanary):
+def canary_name(name: str) -> str:
+    """The canary Deployment of workload ``name``."""
+    return f"{name}{CANARY_SUFFIX}"
+
+
+class KubernetesOrchestrator:
     """The :class:`~scalewise.orchestrators.base.Orchestrator` for a Kubernetes cluster."""
 
     target = "kubernetes"
@@ -561,6 +592,8 @@ class KubernetesOrchestrator(NoCanary):
         if not selector:  # an empty selector would match every pod of the namespace
             raise PermanentError(f"kubernetes {self._plural(spec)} {spec.name!r}: no pod selector")
         ns = spec.kubernetes.namespace
+        # A canary's pods carry the stable's labels (its Service balances over both): never list them.
+        selector += f",{LABEL_ROLE}!={ROLE_CANARY}"
         data = self._call("list", "pods", ns, "", self.core.list_namespaced_pod, ns, label_selector=selector)
         found = (pod_replica(pod) for pod in data.get("items") or [])
         return sorted((r for r in found if r is not None), key=lambda r: r.id)
@@ -834,6 +867,8 @@ class KubernetesOrchestrator(NoCanary):
         fn = self._apps_call(spec, "delete")
         with suppress(NotFoundError):
             self._call("delete", self._plural(spec), ns, spec.name, fn, spec.name, ns, propagation_policy="Background")
+        if spec.kubernetes.kind == "Deployment":
+            self._delete_canary(spec)
         if spec.kubernetes.kind == "StatefulSet":
             with suppress(NotFoundError):
                 self._call("delete", "services", ns, spec.name, self.core.delete_namespaced_service, spec.name, ns)
@@ -875,5 +910,156 @@ class KubernetesOrchestrator(NoCanary):
             what=f"kubernetes {spec.name!r}",
         )
 
+    # ----------------------------------------------------------------------------- canary
 
-__all__ = ["FIELD_MANAGER", "KubernetesOrchestrator", "map_api_error", "merge_patch"]
+    def _canary_spec_of(self, spec: WorkloadSpec) -> WorkloadSpec:
+        """``spec`` addressing the canary Deployment (same namespace and kind, name ``<name>-canary``)."""
+        return spec.model_copy(update={"name": canary_name(spec.name)})
+
+    def _refuse_statefulset(self, spec: WorkloadSpec) -> None:
+        if spec.kubernetes.kind != "Deployment":
+            raise PermanentError(
+                f"kubernetes {spec.kubernetes.kind} {spec.kubernetes.namespace}/{spec.name}: update.strategy"
+                f" canary is not supported for kind {spec.kubernetes.kind} on target {self.target}"
+                " (only Deployments); use a rolling update"
+            )
+
+    def _fetch_canary(self, spec: WorkloadSpec) -> dict[str, Any] | None:
+        if spec.kubernetes.kind != "Deployment":
+            return None
+        try:
+            return self._fetch(self._canary_spec_of(spec))
+        except NotFoundError:
+            return None
+
+    def _canary_state(self, spec: WorkloadSpec, obj: dict[str, Any]) -> CanaryState:
+        annotations = _get(obj, "metadata", "annotations", default={}) or {}
+        template = _get(obj, "spec", "template", default={})
+        return CanaryState(
+            name=spec.name,
+            image=_first_image(template),
+            weight=min(100, max(0, _int(annotations.get(ANN_CANARY_WEIGHT)))),
+            desired_replicas=max(0, _int(_get(obj, "spec", "replicas"), 1)),
+            ready_replicas=max(0, _int(_get(obj, "status", "readyReplicas"))),
+            spec_hash=annotations.get(ANN_CANARY_HASH) or None,
+            template=parse_template(_get(template, "metadata", "annotations", ANN_SW_SPEC)),
+        )
+
+    def _render_canary(
+        self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int, replicas: int, obj: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The canary Deployment: the stable's rendering of ``canary`` (same pod labels, so a Service
+        selecting the stable's pods balances over both by pod count) plus the role label, which its
+        own selector requires; its weight and its spec's hash as annotations."""
+        body = self._render(canary.model_copy(update={"name": spec.name}), replicas, None)
+        body["metadata"]["name"] = canary_name(spec.name)
+        body["metadata"]["labels"][LABEL_ROLE] = ROLE_CANARY
+        body["metadata"]["annotations"] = {
+            ANN_CANARY_WEIGHT: str(weight),
+            ANN_CANARY_HASH: template_hash(render_template(canary)),
+        }
+        if obj is not None:
+            body["metadata"]["resourceVersion"] = _get(obj, "metadata", "resourceVersion")
+        body["spec"]["selector"] = {"matchLabels": {LABEL_NAME: spec.name, LABEL_ROLE: ROLE_CANARY}}
+        body["spec"]["template"]["metadata"]["labels"][LABEL_ROLE] = ROLE_CANARY
+        body["spec"]["revisionHistoryLimit"] = 0  # the stable keeps the revisions; a canary is one spec
+        return body
+
+    def read_canary(self, spec: WorkloadSpec) -> CanaryState | None:
+        obj = self._fetch_canary(spec)
+        return None if obj is None else self._canary_state(spec, obj)
+
+    def set_canary(self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> CanaryState:
+        """Apply the canary Deployment sized to ``weight`` percent of the stable's desired replicas
+        (versioned like ``apply``), then wait until that many canary pods are ready (bounded by the
+        canary's ``update.timeout``; CanaryFailed leaves it for the abort)."""
+        self._refuse_statefulset(spec)
+        stable = self._fetch(spec)
+        try:
+            want = canary_replicas(weight, _int(_get(stable, "spec", "replicas"), 1))
+        except ValueError as exc:
+            raise PermanentError(f"kubernetes workload {spec.name!r}: set_weight: {exc}") from None
+        thash = template_hash(render_template(canary))
+        cspec = self._canary_spec_of(spec)
+        attempt = 0
+        while True:
+            attempt += 1
+            obj = self._fetch_canary(spec)
+            if obj is not None:
+                running = self._canary_state(spec, obj)
+                if running.spec_hash != thash:
+                    raise PermanentError(
+                        f"kubernetes workload {spec.name!r}: a canary of {running.image} is running;"
+                        " promote or abort it first"
+                    )
+            try:
+                self._server_side_apply(cspec, self._render_canary(spec, canary, weight, want, obj))
+            except ConflictError:
+                if attempt >= APPLY_ATTEMPTS:
+                    raise
+                continue
+            break
+        deadline = time.monotonic() + canary.update.timeout
+        state: CanaryState | None = None
+        while True:
+            with suppress(TransientError):
+                obj = self._fetch_canary(spec)
+                if obj is not None:
+                    state = self._canary_state(spec, obj)
+                    observed = _int(_get(obj, "status", "observedGeneration"))
+                    updated = _int(_get(obj, "status", "updatedReplicas"))
+                    if (
+                        observed >= _int(_get(obj, "metadata", "generation"))
+                        and updated >= want
+                        and state.ready_replicas >= want
+                    ):
+                        return state
+            if time.monotonic() >= deadline:
+                ready = state.ready_replicas if state is not None else 0
+                raise CanaryFailed(
+                    spec.name,
+                    f"{canary.image}: {ready} of {want} canary pods ready after {canary.update.timeout:g}s",
+                )
+            time.sleep(0.5)
+
+    def promote_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        """Roll the stable to the canary's spec (the versioned apply: the Deployment's own rolling
+        update with the workload's surge settings), wait for it (bounded by ``update.timeout``), then
+        delete the canary. Repeatable: a stable already on the canary's spec only loses the canary."""
+        self._refuse_statefulset(spec)
+        state = self.read_canary(spec)
+        if state is None:
+            raise PermanentError(f"kubernetes workload {spec.name!r}: no canary to promote")
+        if state.template is None:
+            raise PermanentError(f"kubernetes workload {spec.name!r}: the canary's pods carry no spec; abort it")
+        target = canary_spec(spec, state)
+        stable = self._fetch(spec)
+        running = parse_template(_get(stable, "spec", "template", "metadata", "annotations", ANN_SW_SPEC))
+        if running is None or template_hash(running) != state.spec_hash:
+            self.apply(target)
+        result = self.wait_converged(target, timeout_s=target.update.timeout)
+        if not result.converged:
+            raise PermanentError(
+                f"kubernetes workload {spec.name!r}: promoting the canary {state.image}: the stable's rolling"
+                f" update did not converge ({result.reason}: {result.detail or '-'}); the canary stays"
+            )
+        self._delete_canary(spec)
+        return self.read(spec)
+
+    def _delete_canary(self, spec: WorkloadSpec) -> None:
+        cspec = self._canary_spec_of(spec)
+        ns = spec.kubernetes.namespace
+        with suppress(NotFoundError):
+            self._call(
+                "delete", "deployments", ns, cspec.name, self.apps.delete_namespaced_deployment, cspec.name, ns,
+                propagation_policy="Background",
+            )
+
+    def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
+        """Delete the canary Deployment (its pods go with it); the stable is not touched."""
+        if spec.kubernetes.kind == "Deployment":
+            self._delete_canary(spec)
+        return self.read(spec)
+
+
+__all__ = ["FIELD_MANAGER", "KubernetesOrchestrator", "canary_name", "map_api_error", "merge_patch"]
