@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from scalewise.errors import PermanentError
 from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
 from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import RollbackPlan
@@ -105,30 +104,3 @@ class Orchestrator(Protocol):
     def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
         """Remove the canary (none: nothing to do); the stable stays as it is."""
         ...
-
-
-def no_canary(target: str, name: str) -> PermanentError:
-    """The error of a target that has no canary support (yet)."""
-    return PermanentError(
-        f"{target} workload {name!r}: update.strategy canary is not supported on target {target}"
-        " (supported: docker, swarm, kubernetes Deployments); use a rolling update"
-    )
-
-
-class NoCanary:
-    """The canary methods of a target without canary support: reading finds none, writing raises
-    :func:`no_canary` naming the target (the engine, Swarm and Kubernetes Deployments implement canaries)."""
-
-    target: str
-
-    def read_canary(self, spec: WorkloadSpec) -> CanaryState | None:
-        return None
-
-    def set_canary(self, spec: WorkloadSpec, canary: WorkloadSpec, weight: int) -> CanaryState:
-        raise no_canary(self.target, spec.name)
-
-    def promote_canary(self, spec: WorkloadSpec) -> WorkloadState:
-        raise no_canary(self.target, spec.name)
-
-    def abort_canary(self, spec: WorkloadSpec) -> WorkloadState:
-        raise no_canary(self.target, spec.name)

@@ -148,6 +148,7 @@ from scalewise.orchestrators.history import (
     parse_history,
     parse_template,
 )
+from scalewise.orchestrators.promotion import roll_stable_to
 from scalewise.orchestrators.waiting import poll_converged
 from scalewise.policy.canary import canary_replicas
 from scalewise.policy.readings import ReplicaInfo
@@ -1035,14 +1036,8 @@ class KubernetesOrchestrator:
         target = canary_spec(spec, state)
         stable = self._fetch(spec)
         running = parse_template(_get(stable, "spec", "template", "metadata", "annotations", ANN_SW_SPEC))
-        if running is None or template_hash(running) != state.spec_hash:
-            self.apply(target)
-        result = self.wait_converged(target, timeout_s=target.update.timeout)
-        if not result.converged:
-            raise PermanentError(
-                f"kubernetes workload {spec.name!r}: promoting the canary {state.image}: the stable's rolling"
-                f" update did not converge ({result.reason}: {result.detail or '-'}); the canary stays"
-            )
+        # The stable's own rolling update, undone when it does not converge (the canary then stays).
+        roll_stable_to(self, spec, target, apply=running is None or template_hash(running) != state.spec_hash)
         self._delete_canary(spec)
         return self.read(spec)
 

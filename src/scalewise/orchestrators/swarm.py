@@ -77,7 +77,7 @@ from typing import Any, TypeVar
 
 import docker
 
-from scalewise.errors import CanaryFailed, ConflictError, NotFoundError, PermanentError, RolloutFailed
+from scalewise.errors import CanaryFailed, ConflictError, NotFoundError, PermanentError
 from scalewise.model import CanaryState, ConvergeResult, Revision, WorkloadState
 from scalewise.orchestrators.base import ProgressFn
 from scalewise.orchestrators.docker_common import (
@@ -105,11 +105,11 @@ from scalewise.orchestrators.history import (
     parse_history,
     parse_template,
 )
+from scalewise.orchestrators.promotion import roll_stable_to
 from scalewise.policy.canary import canary_replicas
 from scalewise.policy.readings import ReplicaInfo
 from scalewise.revisions import (
     RollbackPlan,
-    plan_rollback,
     record_revision,
     render_template,
     restore,
@@ -669,20 +669,7 @@ class SwarmOrchestrator:
             raise PermanentError(f"swarm service {spec.name!r}: no canary to promote")
         if found.template is None:
             raise PermanentError(f"swarm service {spec.name!r}: the canary service carries no spec; abort it")
-        target = canary_spec(spec, found)
-        before = self.read(spec)
-        self.apply(target)  # the rolling update (a no-op when the stable already runs the canary's spec)
-        result = self.wait_converged(target, target.update.timeout)
-        if not result.converged:
-            reason = f"{result.reason}: {result.detail}" if result.detail else result.reason
-            current = self.read(spec)
-            if current.revision != before.revision:
-                # Swarm did not revert on its own (failure_action pause, or the update is too slow).
-                self.apply_rollback(spec, plan_rollback(current, self.revisions(spec), before.revision))
-                restored = self.wait_converged(spec, spec.update.timeout)
-                if not restored.converged:
-                    reason += f"; the rollback did not converge either ({restored.reason})"
-            raise RolloutFailed(spec.name, reason, rolled_back_to=before.revision)
+        roll_stable_to(self, spec, canary_spec(spec, found))  # the rolling update, undone on failure
         self._remove_canary(spec)
         return self.read(spec)
 
