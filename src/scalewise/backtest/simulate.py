@@ -62,6 +62,8 @@ class Grid:
     total_rate: FloatArray  # per tick: demand averaged over the window (requests/s)
     now: list[datetime]  # per tick
     seen_at: list[datetime]  # per tick: time of the scrape the reading comes from
+    now_s: list[float]  # per tick: ``now`` as a POSIX timestamp (the forecasters' clock)
+    seen_s: list[float]  # per tick: ``seen_at`` as a POSIX timestamp
 
     @property
     def cells(self) -> int:
@@ -104,11 +106,17 @@ def build_grid(trace: Trace, model: ServiceModel) -> Grid:
     t0 = model.start or datetime.fromtimestamp(trace.start_s, UTC)
     now = [t0 + timedelta(seconds=float(c) * step) for c in decision_cells]
     seen = [t0 + timedelta(seconds=float(max(int(e) - 1, 0)) * step) for e in end]
-    return Grid(step, rate, need, tick_cells, _ms(model.startup_s) // step_ms, ticks, end, begin, total, now, seen)
+    return Grid(step, rate, need, tick_cells, _ms(model.startup_s) // step_ms, ticks, end, begin, total, now, seen,
+                [t.timestamp() for t in now], [t.timestamp() for t in seen])
 
 
 class Replicas:
-    """Provisioned and ready replicas over the grid, with the start-up delay."""
+    """Provisioned and ready replicas over the grid, with the start-up delay.
+
+    The arrays are written lazily: while the counts stay the same and no replica is starting, the
+    cells are one open run written at the next change or :meth:`flush` (call ``flush(cells)`` before
+    reading the arrays, ``flush(cell)`` before reading the cells before ``cell``).
+    """
 
     def __init__(self, cells: int, initial: int, startup_cells: int) -> None:
         self.provisioned: IntArray = np.zeros(cells, dtype=np.int64)
@@ -118,6 +126,8 @@ class Replicas:
         self.startup = startup_cells
         self.pending: deque[list[int]] = deque()  # [ready_at_cell, count], in launch order
         self.actions = 0
+        self._run_from = 0  # the open run: cells [_run_from, ...) hold (_run_current, _run_ready)
+        self._run_current = self._run_ready = -1  # -1: no open run
 
     def mature(self, cell: int) -> None:
         while self.pending and self.pending[0][0] <= cell:
@@ -145,12 +155,30 @@ class Replicas:
 
     def fill(self, cell: int, end: int) -> None:
         """Record the counts for cells ``[cell, end)`` (replicas becoming ready inside are included)."""
+        if not self.pending:
+            if self.current == self._run_current and self.ready == self._run_ready:
+                return  # the open run goes on
+            self.flush(cell)
+            self._run_current, self._run_ready = self.current, self.ready
+            return
+        self.flush(cell)
+        self._run_current = self._run_ready = -1
+        self._run_from = end
         self.provisioned[cell:end] = self.current
         self.ready_cells[cell:end] = self.ready
         for at, count in self.pending:
             if at >= end:
                 break
             self.ready_cells[at:end] += count
+
+    def flush(self, cell: int) -> None:
+        """Write the open run's cells before ``cell``."""
+        start = self._run_from
+        if start < cell:
+            if self._run_current >= 0:
+                self.provisioned[start:cell] = self._run_current
+                self.ready_cells[start:cell] = self._run_ready
+            self._run_from = cell
 
 
 @dataclass
@@ -196,6 +224,7 @@ def oracle(grid: Grid, bounds: tuple[int, int]) -> Run:
         reps.mature(begin)
         reps.set(begin, int(planned[begin]))
         reps.fill(begin, end)
+    reps.flush(grid.cells)
     return Run("oracle", reps.provisioned, reps.ready_cells, reps.actions, decisions=0)
 
 
@@ -228,24 +257,25 @@ class Forecaster:
             "seasonal_window", predictive.horizon, "no_history", f"no data in the last {predictive.seasons} seasons"
         )
 
-    def __call__(self, seen: datetime, demand: float, now: datetime) -> Forecast:
+    def __call__(self, seen_s: float, demand: float, now_s: float) -> Forecast:
+        """The forecast at ``now_s`` after the reading of ``demand`` scraped at ``seen_s`` (POSIX seconds)."""
         if self.recent is not None:
-            return self._recent(self.recent, seen, demand, now)
-        self.window.add(seen.timestamp(), demand)
+            return self._recent(self.recent, seen_s, demand, now_s)
+        self.window.add(seen_s, demand)
         if self.missing is not None:
             return self.missing
         horizon = self.spec.horizon
-        value, used = self.window.forecast(now.timestamp())
+        value, used = self.window.forecast(now_s)
         if value is None:
             return self.no_history
         detail = f"{self.note}mean of the peaks of {used}/{self.spec.seasons} past seasons"
         return _forecast(value=value, horizon=horizon, forecaster="seasonal_window", detail=detail)
 
 
-    def _recent(self, recent: RecentWindow, seen: datetime, demand: float, now: datetime) -> Forecast:
+    def _recent(self, recent: RecentWindow, seen_s: float, demand: float, now_s: float) -> Forecast:
         p = self.spec
-        recent.add(seen.timestamp(), demand)
-        found = recent.stats(now.timestamp())
+        recent.add(seen_s, demand)
+        found = recent.stats(now_s)
         if found is None:
             why = f"fewer than {MIN_RECENT_POINTS} points in the last {p.window:g}s"
             return Forecast.missing("recent", p.horizon, "no_history", why)
@@ -347,20 +377,26 @@ def simulate(
     evaluate = autoscaler.evaluate  # looked up per run (tests record the decisions by wrapping it)
     state: PolicyState | None = None
     run = Run(name, reps.provisioned, reps.ready_cells, 0, decisions=grid.ticks)
+    tick_cells, cells, history = grid.tick_cells, grid.cells, meter.needs_history
+    seen_at, now_at, seen_s, now_s, totals = grid.seen_at, grid.now, grid.seen_s, grid.now_s, meter.totals
+    mature, apply, fill, tally = reps.mature, reps.set, reps.fill, run.tally
     for k in range(grid.ticks):
-        cell = k * grid.tick_cells
-        reps.mature(cell)
-        seen, now = grid.seen_at[k], grid.now[k]
+        cell = k * tick_cells
+        mature(cell)
+        if history:
+            reps.flush(cell)  # the meter reads the ready replicas before this cell
+        seen, now = seen_at[k], now_at[k]
         readings = meter(k, cell, seen, reps.ready)
-        forecast = forecaster(seen, meter.totals[k], now) if forecaster is not None else None
+        forecast = forecaster(seen_s[k], totals[k], now_s[k]) if forecaster is not None else None
         decision = evaluate(spec, Observed(observer(reps.current, reps.ready), readings, state, now, forecast)).decision
         state = decision.state
-        run.tally(decision, forecast is not None)
-        reps.set(cell, decision.desired)
-        reps.fill(cell, min(cell + grid.tick_cells, grid.cells))
+        tally(decision, forecast is not None)
+        apply(cell, decision.desired)
+        fill(cell, min(cell + tick_cells, cells))
         if progress is not None and (k + 1) % every == 0:
             progress(every)
     if progress is not None:
         progress(grid.ticks % every)
+    reps.flush(cells)
     run.actions = reps.actions
     return run

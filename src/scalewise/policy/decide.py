@@ -186,13 +186,14 @@ def _normalise_readings(
     for item in readings:
         by_name.setdefault(item.name, item)
     result: dict[str, MetricReading] = {}
+    stale_after = spec.stale_after
     for metric in spec.metrics:
         reading = by_name.get(metric.name)
         if reading is None:
             result[metric.name] = MetricReading.failure(metric.name, now, "not_read", "no reading supplied")
             continue
-        age = (now - reading.timestamp).total_seconds()
-        if spec.stale_after is not None and age > spec.stale_after:
+        age = (now - reading.timestamp).total_seconds() if stale_after is not None else 0.0
+        if stale_after is not None and age > stale_after:
             reading = MetricReading.failure(metric.name, reading.timestamp, "stale", f"{age:.1f}s old")
         elif reading.outcome == "empty" and metric.on_empty == "zero":
             reading = MetricReading.success(metric.name, reading.timestamp, 0.0)
@@ -254,7 +255,7 @@ class _Tick:
 
     def finish(self, desired: int, reason: str, detail: str = "", in_panic: bool = False) -> Decision:
         current, now = self.current, self.now
-        new_events = list(self.events)
+        new_events = self.events  # this tick's own list (made by _start), not the state's
         if desired != current:
             new_events.append(_make_event(at=now, change=desired - current))
         new_state = _make_state(
@@ -290,14 +291,24 @@ StepFn = Callable[[_Tick], Outcome]
 def _bounds(t: _Tick) -> Outcome:
     if t.plan.schedules:
         t.eff_min, t.eff_max, note = effective_bounds(t.spec, t.inputs.bounds, t.now)
-        detail = f"[{t.eff_min}, {t.eff_max}] {note}".strip()
-    else:  # effective_bounds without schedules
-        t.eff_min, t.eff_max = t.inputs.bounds
-        detail = f"[{t.eff_min}, {t.eff_max}]"
+        t.step("bounds", None, Reason.BOUNDS, f"[{t.eff_min}, {t.eff_max}] {note}".strip())
+    else:  # effective_bounds without schedules: the same step for the same bounds on every tick
+        t.eff_min, t.eff_max = bounds = t.inputs.bounds
+        step = _BOUND_STEPS.get(bounds)
+        if step is None:
+            if len(_BOUND_STEPS) > 4096:  # config values only, but never unbounded
+                _BOUND_STEPS.clear()
+            step = _BOUND_STEPS[bounds] = _make_step(
+                name="bounds", proposal=None, reason=Reason.BOUNDS, detail=f"[{t.eff_min}, {t.eff_max}]"
+            )
+        t.steps.append(step)  # records are frozen: one instance can serve every decision
     t.floor = max(t.eff_min, 1)
     t.zero_capable = t.plan.zero_enabled and t.eff_min == 0
-    t.step("bounds", None, Reason.BOUNDS, detail)
     return None
+
+
+#: The ``bounds`` step by (min, max), for specs without schedules.
+_BOUND_STEPS: dict[tuple[int, int], Step] = {}
 
 
 def _paused(t: _Tick) -> Outcome:
@@ -437,7 +448,7 @@ def _forecast_floor(t: _Tick) -> Outcome:
             detail = f"model trained {age:.0f}s ago > max_model_age {predictive.max_model_age:.0f}s"
             t.step("forecast", None, Reason.FORECAST_STALE, detail)
             return None
-    target = t.spec.predictive_target()
+    target = t.plan.predictive_target
     floor = floor_for(forecast.value, predictive.margin, target)
     detail = (
         f"{forecast.forecaster} forecast {forecast.value:.6g} over {forecast.horizon:g}s"
@@ -551,6 +562,7 @@ class _Plan:
     keep_events: timedelta
     schedules: bool
     zero_enabled: bool
+    predictive_target: float  # spec.predictive_target() (0.0 without predictive)
 
 
 def _compile(spec: AutoscalingSpec) -> _Plan:
@@ -570,6 +582,7 @@ def _compile(spec: AutoscalingSpec) -> _Plan:
         keep_events=delta(ev_keep),
         schedules=bool(spec.schedules),
         zero_enabled=spec.scale_to_zero.enabled,
+        predictive_target=spec.predictive_target() if spec.predictive is not None else 0.0,
     )
 
 
