@@ -11,9 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import TaskRun
 
 from flows.deploy import deploy
 from flows.rolling_update import rolling_update
@@ -24,6 +21,7 @@ from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.orchestrators.engine.containers import Containers
 from scalewise.spec import parse_workload
 from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, unique_name
+from tests.support.prefect_env import task_runs
 from tests.support.target_engine import replica_ids
 from tests.support.targets import docker_cli
 
@@ -52,14 +50,9 @@ def workload(docker_engine: None, prefect_server: LocalServer, workloads_dir: Pa
     orchestrators.reset()
 
 
-def task_runs(flow_run_id: str | None) -> list[TaskRun]:
-    assert flow_run_id
-    with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-
-
 def batches(flow_run_id: str | None) -> list[tuple[str, str, int]]:
     """(name, final state, run count) of the flow run's batch task runs, in batch order."""
+    assert flow_run_id
     runs = [r for r in task_runs(flow_run_id) if r.name.startswith("batch-")]
     return sorted((r.name, r.state.type.value if r.state else "", r.run_count) for r in runs)
 

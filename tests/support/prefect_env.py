@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,11 +126,15 @@ def forget_project_deployments() -> None:
             client.delete_flow_run(run.id)
 
 
-def task_run_counts(flow_run_id: str) -> dict[str, int]:
-    """How many times each task of a flow run ran (its name without the run suffix -> run_count)."""
+def task_runs(flow_run_id: str) -> list[Any]:
+    """Every task run of a flow run (Prefect's TaskRun objects)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.run_count for r in runs}
+        return list(client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))))
+
+
+def task_run_counts(flow_run_id: str) -> dict[str, int]:
+    """How many times each task of a flow run ran (its name without the run suffix -> run_count)."""
+    return {r.name.rsplit("-", 1)[0]: r.run_count for r in task_runs(flow_run_id)}
