@@ -18,7 +18,7 @@
 
 Usage: .venv/bin/python -m bench.webhook_bench [--databases postgres,sqlite] [--parts latency,rates,throughput]
        [--latency-runs 10] [--rates 1,5,20] [--per-rate 20] [--fanout 5] [--seconds 10] [--requests 2000]
-       [--no-coalesce]
+       [--no-coalesce] [--inline]
 For each database in turn: its own Prefect server (temporary folder), ``deployments/serve.py`` and the
 receiver in-process (uvicorn thread). Prints one JSON object. No assertions on timing.
 """
@@ -46,10 +46,11 @@ TOKEN = "bench-token-" + uuid.uuid4().hex
 LIMITED = "bench-limited-" + uuid.uuid4().hex
 
 
-def config(limit: float) -> Any:
+def config(limit: float, inline: bool = False) -> Any:
     from scalewise.webhook.config import parse_config
 
     return parse_config({
+        "run_inline": ["scale", "scale-out", "scale-in"] if inline else [],
         "callers": [
             {"name": "bench", "token_env": "UNUSED", "rate_limit": {"per_second": 100_000, "burst": 100_000}},
             {"name": "limited", "token_env": "UNUSED2", "rate_limit": {"per_second": limit, "burst": int(limit)}},
@@ -376,7 +377,8 @@ def bench_database(database: str, args: argparse.Namespace, parts: list[str]) ->
         os.environ["SCALEWISE_AUTOSCALE_INTERVAL"] = "off"
         served = Served(server.api_url, workloads, tmp / "serve.log")
         served.wait_registered(["scale/scalewise", "scale-out/scalewise"])
-        app = create_app(config(args.limit), credentials(), workloads=workloads)
+        app = create_app(config(args.limit, args.inline), credentials(), workloads=workloads)
+        result["inline"] = args.inline
         if args.no_coalesce:  # the baseline: every accepted request acts, in lock order (as before coalescing)
             async def no_coalescing(plan: Any, run: Any) -> dict[str, Any]:
                 return {}
@@ -430,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--limit", type=float, default=3.0, help="rate limit (req/s) of the limited caller")
+    parser.add_argument("--inline", action="store_true",
+                        help="the receiver runs the scaling runs itself (run_inline), serve.py stays up for the rest")
     parser.add_argument("--no-coalesce", action="store_true",
                         help="baseline: the receiver does not coalesce absolute requests (every one acts)")
     args = parser.parse_args(argv)

@@ -206,3 +206,54 @@ def test_queued_absolute_requests_coalesce_into_the_last_one(
             served.stop()
         else:
             forget_project_deployments()
+
+
+def test_inline_actions_run_in_the_receiver_in_order_with_no_runner(
+    swarm_workload: str, prefect_server: LocalServer, workloads_dir: Path
+) -> None:
+    """With ``run_inline``, the receiver executes the scaling runs itself: no runner serves these
+    deployments, yet each accepted scale acts, as a Completed run of its deployment with the webhook
+    trigger in its record, and a workload's runs act in the order accepted. An action not listed
+    (rollback) is left Scheduled for a runner."""
+    from prefect.client.orchestration import get_client
+
+    from tests.support.webhook_env import read_run, register_deployments
+
+    name = swarm_workload
+    token = "inline-ops-token-" + name
+    suffix = "inline-test"  # no runner serves these: only the receiver can execute their runs
+    register_deployments(suffix)
+    config = parse_config({"deployment_suffix": suffix, "run_inline": ["scale", "scale-out"], "inline_runs": 2,
+                           "callers": [{"name": "ops", "token_env": "UNUSED", "allow_workloads": ["wh-*"]}]})
+    receiver = UvicornThread(create_app(config, {"ops": Credentials.model_validate({"token": token})},
+                                        workloads=workloads_dir)).start()
+    try:
+        sent = []
+        for body in ({"action": "scale", "replicas": 3}, {"action": "scale-out", "by": 1},
+                     {"action": "rollback"}):
+            resp = httpx.post(f"{receiver.url}/v1/actions", json={"workload": name, **body}, timeout=60,
+                              headers={"Authorization": f"Bearer {token}"})
+            assert resp.status_code == 202, resp.text
+            sent.append(resp.json())
+        assert [out.get("executes") for out in sent] == ["inline", "inline", None]
+        ids = [out["flow_run_id"] for out in sent]
+
+        def both_final() -> bool:
+            return all(read_run(i).state is not None and read_run(i).state.is_final() for i in ids[:2])
+
+        wait_for(both_final, "the two inline runs to end")
+        assert replicas(name) == 4  # scale to 3, then scale-out by 1: in the order accepted
+        with get_client(sync_client=True) as client:
+            runs = [client.read_flow_run(i) for i in ids]
+            deployments = {r.deployment_id: client.read_deployment(r.deployment_id).name for r in runs}
+        assert [r.state.type.value for r in runs] == ["COMPLETED", "COMPLETED", "SCHEDULED"]
+        assert all(deployments[r.deployment_id] == suffix for r in runs)
+        records = {str(e.record.flow_run_id): e.record for e in history.fetch(name)
+                   if e.record.trigger.kind == "webhook"}
+        assert set(records) == set(ids[:2])
+        assert records[ids[0]].after.replicas == 3 and records[ids[1]].after.replicas == 4
+        first_done = records[ids[0]].finished_at
+        assert first_done is not None and first_done <= records[ids[1]].started_at
+        assert all(r.outcome == "succeeded" for r in records.values())
+    finally:
+        receiver.stop()

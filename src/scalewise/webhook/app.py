@@ -15,6 +15,10 @@ An absolute request (``scale`` to N, ``rolling-update`` to an image, ``rollback`
 whose runs have not started: they end Cancelled with "superseded by request <key>/run <id>" (the 202
 lists them under ``supersedes``; a retry of a superseded request answers ``superseded_by``).
 Coalescing is best effort: if it fails, the older runs act as they would have, in turn.
+
+The actions listed in the config's ``run_inline`` (scaling only) are then executed by the receiver
+itself, in its own process, instead of waiting for a runner (``inline.py``; the 202 says
+``"executes": "inline"``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from scalewise.webhook.config import (
     param_problem,
     resolve_credentials,
 )
+from scalewise.webhook.inline import InlineRuns
 from scalewise.webhook.starter import PrefectStarter, RunStarter, StartedRun
 
 log = logging.getLogger("scalewise.webhook")
@@ -368,6 +373,8 @@ class Receiver:
             c.name: TokenBucket(c.rate_limit.per_second, c.rate_limit.burst) for c in config.callers
         }
         self.metrics = Metrics()
+        #: Runs of the actions in ``run_inline`` execute here (inline.py); the others on the runners.
+        self.inline = InlineRuns(starter, config.inline_runs) if config.run_inline else None
         # The Prefect settings current where the app is built (uvicorn may serve it from another thread,
         # where Prefect would see only its import-time settings); the approval calls run in them.
         self.prefect_settings = SettingsContext.get()
@@ -469,7 +476,8 @@ class Receiver:
         """Start one run (or find the one already started for its key): (result, started_new)."""
         if plan.key is None:
             run = await self.starter.start(plan.deployment, plan.parameters, None, plan.tags)
-            return {**self._accepted(plan, run.flow_run_id, False), **await self._coalesce(plan, run)}, True
+            return self._execute({**self._accepted(plan, run.flow_run_id, False), **await self._coalesce(plan, run)},
+                                 plan), True
         async with self.idempotency.lock(plan.key):
             seen = self.idempotency.get(plan.key)
             if seen is not None:
@@ -489,7 +497,18 @@ class Receiver:
         if duplicate:
             self.metrics.duplicates.inc()
             return {**self._accepted(plan, run.flow_run_id, True), **await self._lookup(run.flow_run_id)}, False
-        return {**self._accepted(plan, run.flow_run_id, False), **await self._coalesce(plan, run)}, True
+        return self._execute({**self._accepted(plan, run.flow_run_id, False), **await self._coalesce(plan, run)},
+                             plan), True
+
+    def _execute(self, accepted: dict[str, Any], plan: Planned) -> dict[str, Any]:
+        """Hand a new run of an inline action to :class:`InlineRuns` (unless coalescing cancelled it
+        already); the answer says where it executes."""
+        if self.inline is None or plan.action not in self.config.run_inline:
+            return accepted
+        if accepted.get("state") == "Cancelled":
+            return accepted
+        self.inline.submit(plan.workload, accepted["flow_run_id"])
+        return {**accepted, "executes": "inline"}
 
     async def _lookup(self, run_id: str) -> dict[str, Any]:
         """A duplicate's run as it is now: its state, and the run that superseded it, if one did.
@@ -810,6 +829,8 @@ def create_app(
             sweep.cancel()
             with suppress(asyncio.CancelledError):
                 await sweep
+            if receiver.inline is not None:  # queued runs stay Scheduled for the runners
+                await receiver.inline.close()
             await receiver.starter.close()
 
     app = Starlette(

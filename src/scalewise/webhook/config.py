@@ -199,6 +199,23 @@ class WebhookConfig(_Strict):
     max_alerts: int = Field(default=200, ge=1, le=10_000, description="Alerts per notification")
     callers: list[Caller] = Field(min_length=1)
     routes: list[Route] = Field(default_factory=list)
+    run_inline: list[ActionName] = Field(
+        default_factory=list,
+        description="Scaling actions the receiver runs itself, in its own process, as soon as their run "
+        "exists (the same deployment run, claimed so no runner takes it); needs access to the targets",
+    )
+    inline_runs: int = Field(default=4, ge=1, le=64, description="Inline runs at once (one per workload)")
+
+    @field_validator("run_inline")
+    @classmethod
+    def _short_actions_only(cls, value: list[str]) -> list[str]:
+        for action in value:
+            if action not in SCALING_ACTIONS:
+                raise ValueError(
+                    f"{action} cannot run inline: only the short scaling actions can "
+                    f"({', '.join(sorted(SCALING_ACTIONS))}); the others run on the runners"
+                )
+        return value
 
     @model_validator(mode="after")
     def _unique(self) -> WebhookConfig:

@@ -7,14 +7,21 @@ server returns the run it already created for that key.
 For coalescing (``coalesce.py``) it also lists a deployment's unfinished receiver runs and cancels a
 run only if no runner has claimed it (claim Scheduled -> Pending first, as a worker does), and reads
 a run's state for duplicate answers.
+
+For inline runs (``inline.py``) it loads a run's flow from its deployment's entrypoint, claims the run
+the same way, and executes it in this process with Prefect's own flow engine (``run_flow``: the run,
+its task runs, logs, heartbeats and final state are the same as on a runner).
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -34,7 +41,7 @@ from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.context import SettingsContext
 from prefect.deployments import arun_deployment
-from prefect.states import Cancelled, Pending
+from prefect.states import Cancelled, Crashed, Pending
 
 from scalewise.webhook.coalesce import QueuedRun, parse_superseded
 
@@ -45,6 +52,14 @@ T = TypeVar("T")
 class StartedRun:
     flow_run_id: str
     created: datetime | None
+
+
+@dataclass(frozen=True)
+class InlineRun:
+    """A flow run and its flow, loaded and ready to execute in this process."""
+
+    flow_run: Any
+    flow: Any
 
 
 class RunStarter(Protocol):
@@ -70,6 +85,18 @@ class RunStarter(Protocol):
         """The run's state name and message."""
         ...
 
+    async def load(self, flow_run_id: str) -> InlineRun:
+        """The run and its flow (from the deployment's entrypoint), to execute here; claims nothing."""
+        ...
+
+    async def claim(self, flow_run_id: str, message: str) -> bool:
+        """Claim an unstarted run (Scheduled -> Pending) so no runner starts it; True if claimed."""
+        ...
+
+    def execute(self, run: InlineRun) -> str:
+        """Execute a claimed run to its end in this thread; its final state's name."""
+        ...
+
 
 class PrefectStarter:
     """Creates deployment runs through the Prefect API; the served runner executes them.
@@ -81,6 +108,7 @@ class PrefectStarter:
     def __init__(self) -> None:
         self._client: PrefectClient | None = None
         self._settings = SettingsContext.get()
+        self._flows: dict[str, Any] = {}
 
     def _context(self) -> AbstractContextManager[object]:
         return self._settings.model_copy() if self._settings is not None else nullcontext()
@@ -148,18 +176,56 @@ class PrefectStarter:
         carries the message: the next pass over the workload's queue (any replica) cancels it."""
 
         async def claim_and_cancel(client: PrefectClient) -> bool:
-            if not run.claimed:
-                claim: OrchestrationResult[Any] = await client.set_flow_run_state(
-                    run.flow_run_id, Pending(message=message)
-                )
-                if claim.status != SetStateStatus.ACCEPT:
-                    return False
+            if not run.claimed and not await self._claim(client, run.flow_run_id, message):
+                return False
             done: OrchestrationResult[Any] = await client.set_flow_run_state(
                 run.flow_run_id, Cancelled(message=message)
             )
             return done.status == SetStateStatus.ACCEPT
 
         return await self._call(claim_and_cancel)
+
+    @staticmethod
+    async def _claim(client: PrefectClient, flow_run_id: str, message: str) -> bool:
+        claim: OrchestrationResult[Any] = await client.set_flow_run_state(flow_run_id, Pending(message=message))
+        return claim.status == SetStateStatus.ACCEPT
+
+    async def claim(self, flow_run_id: str, message: str) -> bool:
+        return await self._call(lambda c: self._claim(c, flow_run_id, message))
+
+    async def load(self, flow_run_id: str) -> InlineRun:
+        async def read(client: PrefectClient) -> tuple[Any, str, str | None]:
+            run = await client.read_flow_run(UUID(flow_run_id))
+            if run.deployment_id is None:
+                raise ValueError(f"flow run {flow_run_id} has no deployment to load its flow from")
+            deployment = await client.read_deployment(run.deployment_id)
+            if not deployment.entrypoint:
+                raise ValueError(f"deployment {deployment.name!r} has no entrypoint")
+            return run, deployment.entrypoint, deployment.path
+
+        run, entrypoint, path = await self._call(read)
+        flow = self._flows.get(entrypoint)
+        if flow is None:
+            flow = await asyncio.to_thread(load_entrypoint, entrypoint, path)
+            self._flows[entrypoint] = flow
+        return InlineRun(run, flow)
+
+    def execute(self, run: InlineRun) -> str:
+        from prefect.flow_engine import run_flow
+
+        with self._context():
+            try:
+                state: Any = run_flow(run.flow, flow_run=run.flow_run, return_type="state")
+                if asyncio.iscoroutine(state):  # an async flow: this thread has no loop of its own
+                    state = asyncio.run(state)
+            except BaseException as exc:  # the engine itself failed: never leave the claimed run Pending
+                with get_client(sync_client=True) as client:
+                    client.set_flow_run_state(
+                        run.flow_run.id, Crashed(message=f"inline run failed: {type(exc).__name__}: {exc}"),
+                        force=True,
+                    )
+                raise
+        return str(getattr(state, "name", None) or "Unknown")
 
     async def state(self, flow_run_id: str) -> tuple[str, str | None]:
         async def read(client: PrefectClient) -> tuple[str, str | None]:
@@ -188,3 +254,25 @@ class PrefectStarter:
             tags=tags,
         )
         return StartedRun(str(run.id), run.created)
+
+
+def load_entrypoint(entrypoint: str, path: str | None = None) -> Any:
+    """The flow at a deployment's entrypoint (``flows/scale.py:scale``): imported as its module
+    (``flows.scale``) when the project is importable here, as runners and workers import it; else
+    from the file, relative to the deployment's path or this process's working directory."""
+    file, _, name = entrypoint.rpartition(":")
+    if not file or not name:
+        raise ValueError(f"entrypoint {entrypoint!r}: expected 'path/to/file.py:flow'")
+    if file.endswith(".py") and not Path(file).is_absolute() and ".." not in Path(file).parts:
+        try:
+            module = importlib.import_module(file[:-3].replace("/", "."))
+        except ImportError:
+            pass
+        else:
+            flow = getattr(module, name, None)
+            if flow is not None:
+                return flow
+    from prefect.flows import load_flow_from_entrypoint
+
+    where = Path(path) / file if path and not Path(file).is_absolute() else Path(file)
+    return load_flow_from_entrypoint(f"{where}:{name}")
