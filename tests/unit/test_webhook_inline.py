@@ -5,7 +5,6 @@ tests/test_webhook_e2e.py (test_inline_actions_run_in_the_receiver_in_order_with
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
 
@@ -14,11 +13,10 @@ import pytest
 from scalewise.errors import SpecError
 from scalewise.webhook.config import parse_config
 from scalewise.webhook.inline import InlineRuns
-from scalewise.webhook.starter import InlineRun
 
 
 class Runs:
-    """Records what InlineRuns asks of a starter; runs take ``hold_s`` in their thread."""
+    """An Execute that records what InlineRuns asks of it; a run takes ``hold_s``."""
 
     def __init__(self, hold_s: float = 0.05, refuse: frozenset[str] = frozenset(),
                  unloadable: frozenset[str] = frozenset()) -> None:
@@ -29,27 +27,18 @@ class Runs:
         self.executed: list[str] = []
         self.active = 0
         self.most_active = 0
-        self.lock = threading.Lock()
 
-    async def load(self, flow_run_id: str) -> InlineRun:
+    async def __call__(self, flow_run_id: str) -> str | None:
         if flow_run_id in self.unloadable:
-            raise ValueError(f"no flow for {flow_run_id}")
-        return InlineRun(flow_run=flow_run_id, flow=None)
-
-    async def claim(self, flow_run_id: str, message: str) -> bool:
+            raise ValueError(f"no flow for {flow_run_id}")  # before the claim, as execute_run
         if flow_run_id in self.refuse:
-            return False
+            return None  # a runner claimed it first
         self.claimed.append(flow_run_id)
-        return True
-
-    def execute(self, run: InlineRun) -> str:
-        with self.lock:
-            self.active += 1
-            self.most_active = max(self.most_active, self.active)
-        time.sleep(self.hold_s)
-        with self.lock:
-            self.active -= 1
-            self.executed.append(run.flow_run)
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        await asyncio.sleep(self.hold_s)
+        self.active -= 1
+        self.executed.append(flow_run_id)
         return "Completed"
 
 
@@ -68,7 +57,7 @@ def test_runs_of_a_workload_execute_one_at_a_time_in_the_order_accepted() -> Non
     starter = Runs()
 
     async def go() -> None:
-        inline = InlineRuns(starter, limit=4)  # type: ignore[arg-type]
+        inline = InlineRuns(starter, limit=4)
         for i in range(5):
             inline.submit("web", f"web-{i}")
         await settle(inline)
@@ -83,7 +72,7 @@ def test_at_most_limit_workloads_run_at_once() -> None:
     starter = Runs(hold_s=0.2)
 
     async def go() -> None:
-        inline = InlineRuns(starter, limit=2)  # type: ignore[arg-type]
+        inline = InlineRuns(starter, limit=2)
         for w in range(5):
             inline.submit(f"w{w}", f"w{w}-run")
         await settle(inline)
@@ -97,7 +86,7 @@ def test_a_run_taken_elsewhere_or_not_loadable_is_skipped_and_never_claimed_on_a
     starter = Runs(refuse=frozenset({"b"}), unloadable=frozenset({"c"}))
 
     async def go() -> InlineRuns:
-        inline = InlineRuns(starter, limit=1)  # type: ignore[arg-type]
+        inline = InlineRuns(starter, limit=1)
         for run_id in ("a", "b", "c", "d"):
             inline.submit("web", run_id)
         await settle(inline)
@@ -113,7 +102,7 @@ def test_close_waits_for_the_executing_run_and_leaves_the_queued_ones() -> None:
     starter = Runs(hold_s=0.3)
 
     async def go() -> int:
-        inline = InlineRuns(starter, limit=1)  # type: ignore[arg-type]
+        inline = InlineRuns(starter, limit=1)
         for run_id in ("a", "b", "c"):
             inline.submit("web", run_id)
         await asyncio.sleep(0.1)  # "a" is executing
@@ -128,7 +117,7 @@ def test_close_waits_for_the_executing_run_and_leaves_the_queued_ones() -> None:
 
 def test_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="limit must be at least 1"):
-        InlineRuns(Runs(), limit=0)  # type: ignore[arg-type]
+        InlineRuns(Runs(), limit=0)
 
 
 def test_only_scaling_actions_may_run_inline_and_the_error_names_the_field() -> None:

@@ -17,7 +17,7 @@ lists them under ``supersedes``; a retry of a superseded request answers ``super
 Coalescing is best effort: if it fails, the older runs act as they would have, in turn.
 
 The actions listed in the config's ``run_inline`` (scaling only) are then executed by the receiver
-itself, in its own process, instead of waiting for a runner (``inline.py``; the 202 says
+itself, in its own worker processes, instead of waiting for a runner (``inline.py``; the 202 says
 ``"executes": "inline"``).
 """
 
@@ -70,7 +70,7 @@ from scalewise.webhook.config import (
     param_problem,
     resolve_credentials,
 )
-from scalewise.webhook.inline import InlineRuns
+from scalewise.webhook.inline import InlineRuns, WorkerProcesses
 from scalewise.webhook.starter import PrefectStarter, RunStarter, StartedRun
 
 log = logging.getLogger("scalewise.webhook")
@@ -373,11 +373,18 @@ class Receiver:
             c.name: TokenBucket(c.rate_limit.per_second, c.rate_limit.burst) for c in config.callers
         }
         self.metrics = Metrics()
-        #: Runs of the actions in ``run_inline`` execute here (inline.py); the others on the runners.
-        self.inline = InlineRuns(starter, config.inline_runs) if config.run_inline else None
         # The Prefect settings current where the app is built (uvicorn may serve it from another thread,
         # where Prefect would see only its import-time settings); the approval calls run in them.
         self.prefect_settings = SettingsContext.get()
+        #: Runs of the actions in ``run_inline`` execute in the receiver's worker processes (inline.py);
+        #: the others on the runners.
+        self.workers: WorkerProcesses | None = None
+        self.inline: InlineRuns | None = None
+        if config.run_inline:
+            settings = self.prefect_settings.settings if self.prefect_settings is not None else None
+            environment = settings.to_environment_variables(exclude_unset=True) if settings is not None else {}
+            self.workers = WorkerProcesses(config.inline_runs, environment)
+            self.inline = InlineRuns(self.workers, config.inline_runs)
 
     # -- shared steps --
 
@@ -821,6 +828,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await receiver.starter.open()
+        if receiver.workers is not None:
+            receiver.workers.start()
         # in the background: serving does not wait for it (nor for an unreachable Prefect's retries)
         sweep = asyncio.create_task(receiver.finish_claims())
         try:
@@ -829,8 +838,9 @@ def create_app(
             sweep.cancel()
             with suppress(asyncio.CancelledError):
                 await sweep
-            if receiver.inline is not None:  # queued runs stay Scheduled for the runners
+            if receiver.inline is not None and receiver.workers is not None:  # queued runs stay Scheduled
                 await receiver.inline.close()
+                receiver.workers.close()
             await receiver.starter.close()
 
     app = Starlette(

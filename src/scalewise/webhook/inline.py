@@ -3,14 +3,17 @@
 A deployment run started by the receiver normally waits for a runner (``serve``'s poll, a worker's
 poll) and then for a new process; for a one-second scale that wait is most of the request -> write
 latency (issue 10: accepted -> started 14-16 s). With ``run_inline`` in the receiver's config, the
-receiver claims the run it just created (Scheduled -> Pending, the claim a worker makes, so no runner
-also starts it) and executes it in its own process with Prefect's flow engine. It is the same run of
-the same deployment, with its parameters, tags, trigger, task runs, logs and heartbeats: the run
-history cannot tell it from a served run, except that it started sooner.
+receiver hands the run it just created to one of its own long-lived worker processes (started with the
+receiver, Prefect imported once), which claims it (Scheduled -> Pending, the claim a worker makes, so no
+runner also starts it) and executes it with Prefect's flow engine. It is the same run of the same
+deployment, with its parameters, tags, trigger, task runs, logs and heartbeats: the run history cannot
+tell it from a served run, except that it started sooner. Processes, not threads: flow runs in threads
+of the receiver held its event loop behind the GIL (bench/webhook_bench.py --inline with threads, 5
+requests/s: the 202 p95 went from 3.7 s to 13 s).
 
 Order and bounds: the runs of one workload execute one after another, in the order accepted (as the
 workload lock would make them anyway, without a thread blocked on the lock); at most ``limit``
-workloads run at once. A run is claimed only when its turn comes, so a run still waiting stays
+workloads run at once (one per worker process). A run is claimed only when its turn comes, so a run still waiting stays
 Scheduled: a runner may take it meanwhile (it then runs there; the claim here fails and it is
 skipped), coalescing may cancel it (same), and if the receiver stops, the runs it had not claimed are
 left to the runners. A run it had claimed and was executing when its process died is marked Crashed by
@@ -21,22 +24,71 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
-from scalewise.webhook.starter import RunStarter
+from scalewise.webhook.starter import execute_run, prepare_process, warm
 
 log = logging.getLogger("scalewise.webhook.inline")
 
 CLAIM_MESSAGE = "claimed by the webhook receiver to run inline"
 
 
+#: Executes one run by id to its end: its final state's name, or None if it was not run here.
+Execute = Callable[[str], Awaitable[str | None]]
+
+
+class WorkerProcesses:
+    """Long-lived processes that execute runs (:func:`~scalewise.webhook.starter.execute_run`), one at a
+    time each. Spawned (not forked from the receiver's threads and event loop), with the receiver's
+    Prefect settings; a pool broken by a dead process is replaced at the next run."""
+
+    def __init__(self, processes: int, environment: dict[str, str]) -> None:
+        self._processes = processes
+        self._environment = environment
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _ready(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self._processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=prepare_process,
+                initargs=(self._environment,),
+            )
+        return self._pool
+
+    def start(self) -> None:
+        """Start the processes and import the flow engine in each, in the background."""
+        pool = self._ready()
+        for _ in range(self._processes):
+            pool.submit(warm)
+
+    async def __call__(self, flow_run_id: str) -> str | None:
+        pool = self._ready()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, execute_run, flow_run_id, CLAIM_MESSAGE)
+        except BrokenProcessPool:
+            self._pool = None  # a worker process died (its run ends Crashed: no heartbeats); new ones next
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 class InlineRuns:
     """Executes accepted runs in this process: one at a time per workload, ``limit`` workloads at once."""
 
-    def __init__(self, starter: RunStarter, limit: int) -> None:
+    def __init__(self, execute: Execute, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        self._starter = starter
+        self._execute = execute
         self._limit = limit
         self._slots: asyncio.Semaphore | None = None
         self._queues: dict[str, deque[str]] = {}
@@ -78,16 +130,15 @@ class InlineRuns:
 
     async def _run(self, workload: str, flow_run_id: str) -> None:
         try:
-            run = await self._starter.load(flow_run_id)  # before the claim: a failure leaves it to a runner
-            if not await self._starter.claim(flow_run_id, CLAIM_MESSAGE):
-                log.info("run %s for %s was taken or ended elsewhere; not run inline", flow_run_id, workload)
-                return
-            state = await asyncio.to_thread(self._starter.execute, run)
-        except Exception as exc:
+            state = await self._execute(flow_run_id)
+        except Exception as exc:  # a flow that does not load is left unclaimed: a runner takes the run
             log.warning(
                 "inline run %s for %s failed to execute here: %s: %s",
                 flow_run_id, workload, type(exc).__name__, str(exc)[:300],
             )
+            return
+        if state is None:
+            log.info("run %s for %s was taken or ended elsewhere; not run inline", flow_run_id, workload)
             return
         self.done.append((flow_run_id, state))
         log.info("inline run %s for %s ended %s", flow_run_id, workload, state)

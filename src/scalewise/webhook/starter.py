@@ -8,15 +8,16 @@ For coalescing (``coalesce.py``) it also lists a deployment's unfinished receive
 run only if no runner has claimed it (claim Scheduled -> Pending first, as a worker does), and reads
 a run's state for duplicate answers.
 
-For inline runs (``inline.py``) it loads a run's flow from its deployment's entrypoint, claims the run
-the same way, and executes it in this process with Prefect's own flow engine (``run_flow``: the run,
-its task runs, logs, heartbeats and final state are the same as on a runner).
+For inline runs (``inline.py``), :func:`execute_run` loads a run's flow from its deployment's
+entrypoint, claims the run the same way, and executes it with Prefect's own flow engine
+(``run_flow``: the run, its task runs, logs, heartbeats and final state are the same as on a runner).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -54,14 +55,6 @@ class StartedRun:
     created: datetime | None
 
 
-@dataclass(frozen=True)
-class InlineRun:
-    """A flow run and its flow, loaded and ready to execute in this process."""
-
-    flow_run: Any
-    flow: Any
-
-
 class RunStarter(Protocol):
     async def open(self) -> None: ...
 
@@ -85,17 +78,6 @@ class RunStarter(Protocol):
         """The run's state name and message."""
         ...
 
-    async def load(self, flow_run_id: str) -> InlineRun:
-        """The run and its flow (from the deployment's entrypoint), to execute here; claims nothing."""
-        ...
-
-    async def claim(self, flow_run_id: str, message: str) -> bool:
-        """Claim an unstarted run (Scheduled -> Pending) so no runner starts it; True if claimed."""
-        ...
-
-    def execute(self, run: InlineRun) -> str:
-        """Execute a claimed run to its end in this thread; its final state's name."""
-        ...
 
 
 class PrefectStarter:
@@ -108,7 +90,6 @@ class PrefectStarter:
     def __init__(self) -> None:
         self._client: PrefectClient | None = None
         self._settings = SettingsContext.get()
-        self._flows: dict[str, Any] = {}
 
     def _context(self) -> AbstractContextManager[object]:
         return self._settings.model_copy() if self._settings is not None else nullcontext()
@@ -190,43 +171,6 @@ class PrefectStarter:
         claim: OrchestrationResult[Any] = await client.set_flow_run_state(flow_run_id, Pending(message=message))
         return claim.status == SetStateStatus.ACCEPT
 
-    async def claim(self, flow_run_id: str, message: str) -> bool:
-        return await self._call(lambda c: self._claim(c, flow_run_id, message))
-
-    async def load(self, flow_run_id: str) -> InlineRun:
-        async def read(client: PrefectClient) -> tuple[Any, str, str | None]:
-            run = await client.read_flow_run(UUID(flow_run_id))
-            if run.deployment_id is None:
-                raise ValueError(f"flow run {flow_run_id} has no deployment to load its flow from")
-            deployment = await client.read_deployment(run.deployment_id)
-            if not deployment.entrypoint:
-                raise ValueError(f"deployment {deployment.name!r} has no entrypoint")
-            return run, deployment.entrypoint, deployment.path
-
-        run, entrypoint, path = await self._call(read)
-        flow = self._flows.get(entrypoint)
-        if flow is None:
-            flow = await asyncio.to_thread(load_entrypoint, entrypoint, path)
-            self._flows[entrypoint] = flow
-        return InlineRun(run, flow)
-
-    def execute(self, run: InlineRun) -> str:
-        from prefect.flow_engine import run_flow
-
-        with self._context():
-            try:
-                state: Any = run_flow(run.flow, flow_run=run.flow_run, return_type="state")
-                if asyncio.iscoroutine(state):  # an async flow: this thread has no loop of its own
-                    state = asyncio.run(state)
-            except BaseException as exc:  # the engine itself failed: never leave the claimed run Pending
-                with get_client(sync_client=True) as client:
-                    client.set_flow_run_state(
-                        run.flow_run.id, Crashed(message=f"inline run failed: {type(exc).__name__}: {exc}"),
-                        force=True,
-                    )
-                raise
-        return str(getattr(state, "name", None) or "Unknown")
-
     async def state(self, flow_run_id: str) -> tuple[str, str | None]:
         async def read(client: PrefectClient) -> tuple[str, str | None]:
             run = await client.read_flow_run(UUID(flow_run_id))
@@ -254,6 +198,55 @@ class PrefectStarter:
             tags=tags,
         )
         return StartedRun(str(run.id), run.created)
+
+
+#: Flows loaded in this process, by deployment entrypoint (an inline worker process keeps them).
+_FLOWS: dict[str, Any] = {}
+
+
+def prepare_process(environment: dict[str, str]) -> None:
+    """An inline worker process's initializer: the receiver's Prefect settings (API URL and key,
+    heartbeats) as environment variables, read when Prefect is imported here."""
+    os.environ.update(environment)
+
+
+def warm() -> int:
+    """Import the flow engine in an inline worker process ahead of its first run; its pid."""
+    importlib.import_module("prefect.flow_engine")
+    return os.getpid()
+
+
+def execute_run(flow_run_id: str, message: str) -> str | None:
+    """Execute a deployment run here, to its end: load its flow (before claiming, so a flow that does
+    not load leaves the run to a runner), claim it (Scheduled -> Pending; ``None`` if a runner took it
+    or it ended meanwhile), run it with Prefect's flow engine. Returns the final state's name. Never
+    leaves a claimed run Pending: if the engine itself fails, the run is set Crashed."""
+    from prefect.flow_engine import run_flow
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        if run.deployment_id is None:
+            raise ValueError(f"flow run {flow_run_id} has no deployment to load its flow from")
+        deployment = client.read_deployment(run.deployment_id)
+        if not deployment.entrypoint:
+            raise ValueError(f"deployment {deployment.name!r} has no entrypoint")
+        flow = _FLOWS.get(deployment.entrypoint)
+        if flow is None:
+            flow = _FLOWS[deployment.entrypoint] = load_entrypoint(deployment.entrypoint, deployment.path)
+        claim: OrchestrationResult[Any] = client.set_flow_run_state(run.id, Pending(message=message))
+        if claim.status != SetStateStatus.ACCEPT:
+            return None
+    try:
+        state: Any = run_flow(flow, flow_run=run, return_type="state")
+        if asyncio.iscoroutine(state):  # an async flow
+            state = asyncio.run(state)
+    except BaseException as exc:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(
+                run.id, Crashed(message=f"inline run failed: {type(exc).__name__}: {exc}"), force=True
+            )
+        raise
+    return str(getattr(state, "name", None) or "Unknown")
 
 
 def load_entrypoint(entrypoint: str, path: str | None = None) -> Any:
