@@ -839,8 +839,8 @@ def create_app(
             with suppress(asyncio.CancelledError):
                 await sweep
             if receiver.inline is not None and receiver.workers is not None:  # queued runs stay Scheduled
-                await receiver.inline.close()
-                receiver.workers.close()
+                still = await receiver.inline.close()
+                receiver.workers.close(wait=still == 0)
             await receiver.starter.close()
 
     app = Starlette(

@@ -76,10 +76,11 @@ class WorkerProcesses:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the processes (``wait``: until they have exited; not while one still runs a flow)."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class InlineRuns:
