@@ -214,7 +214,11 @@ def test_inline_actions_run_in_the_receiver_in_order_with_no_runner(
     """With ``run_inline``, the receiver executes the scaling runs itself: no runner serves these
     deployments, yet each accepted scale acts, as a Completed run of its deployment with the webhook
     trigger in its record, and a workload's runs act in the order accepted. An action not listed
-    (rollback) is left Scheduled for a runner."""
+    (rollback) is left Scheduled for a runner. The receiver's worker processes are SIGKILLed first:
+    the requests still act, on new ones."""
+    import os
+    import signal
+
     from prefect.client.orchestration import get_client
 
     from tests.support.webhook_env import read_run, register_deployments
@@ -225,9 +229,14 @@ def test_inline_actions_run_in_the_receiver_in_order_with_no_runner(
     register_deployments(suffix)
     config = parse_config({"deployment_suffix": suffix, "run_inline": ["scale", "scale-out"], "inline_runs": 2,
                            "callers": [{"name": "ops", "token_env": "UNUSED", "allow_workloads": ["wh-*"]}]})
-    receiver = UvicornThread(create_app(config, {"ops": Credentials.model_validate({"token": token})},
-                                        workloads=workloads_dir)).start()
+    app = create_app(config, {"ops": Credentials.model_validate({"token": token})}, workloads=workloads_dir)
+    receiver = UvicornThread(app).start()
     try:
+        workers = app.state.receiver.workers
+        killed = wait_for(lambda: workers.pids() if len(workers.pids()) == 2 else None,
+                          "the receiver's two worker processes to start")
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
         sent = []
         for body in ({"action": "scale", "replicas": 3}, {"action": "scale-out", "by": 1},
                      {"action": "rollback"}):
@@ -252,6 +261,7 @@ def test_inline_actions_run_in_the_receiver_in_order_with_no_runner(
                    if e.record.trigger.kind == "webhook"}
         assert set(records) == set(ids[:2])
         assert records[ids[0]].after.replicas == 3 and records[ids[1]].after.replicas == 4
+        assert not set(killed) & set(workers.pids())  # executed by new worker processes
         first_done = records[ids[0]].finished_at
         assert first_done is not None and first_done <= records[ids[1]].started_at
         assert all(r.outcome == "succeeded" for r in records.values())

@@ -67,14 +67,29 @@ class WorkerProcesses:
         for _ in range(self._processes):
             pool.submit(warm)
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (those started so far)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return sorted(processes)
+
     async def __call__(self, flow_run_id: str) -> str | None:
-        pool = self._ready()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, execute_run, flow_run_id, CLAIM_MESSAGE)
-        except BrokenProcessPool:
-            self._pool = None  # a worker process died (its run ends Crashed: no heartbeats); new ones next
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        """Execute the run in a worker process. If the pool broke (a worker process died: the run it was
+        executing ends Crashed, as it sends no more heartbeats), once more on new processes: the claim
+        in :func:`execute_run` makes that safe (a run already claimed or started is not run again)."""
+        for attempt in (1, 2):
+            pool = self._ready()
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    pool, execute_run, flow_run_id, CLAIM_MESSAGE
+                )
+            except BrokenProcessPool:
+                if self._pool is pool:
+                    self._pool = None
+                    pool.shutdown(wait=False, cancel_futures=True)
+                if attempt == 2:
+                    raise
+                log.warning("an inline worker process died; run %s goes to new processes", flow_run_id)
+        raise AssertionError("unreachable")
 
     def close(self, wait: bool = True) -> None:
         """Stop the processes (``wait``: until they have exited; not while one still runs a flow)."""
