@@ -44,7 +44,8 @@ if ((fast)); then
 else
   workers=${SCALEWISE_TEST_WORKERS:-2}
   xdist=()
-  ((workers > 0)) && xdist=(-n "$workers" --dist loadfile)
+  # files in collection order, the slowest first (tests/conftest.py SLOW_FIRST), not by test count
+  ((workers > 0)) && xdist=(-n "$workers" --dist loadfile --no-loadscope-reorder)
   .venv/bin/python -m pytest ${xdist[@]+"${xdist[@]}"} ${args[@]+"${args[@]}"} || status=$?
 fi
 echo "checks and tests took $((SECONDS - t0))s in all"

@@ -3,19 +3,33 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import contextlib
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from scalewise.cli import app
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens
-    return subprocess.run(
-        [sys.executable, "-m", "scalewise.cli", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
-    )
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, cwd: Path) -> CliResult:
+    """``scalewise ARGS`` run in ``cwd``, in this process (typer's CliRunner: a new Python process per
+    call took seconds); an exception the CLI did not turn into an exit code fails here."""
+    runner = CliRunner(env={"COLUMNS": "200", "PREFECT_API_URL": "http://127.0.0.1:9/api"})  # nothing listens
+    with contextlib.chdir(cwd):
+        result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        "".join(traceback.format_exception(result.exception)), result.output)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize(

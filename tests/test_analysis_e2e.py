@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ParameterTypeError
+from typer.testing import CliRunner
 
 from flows.analysis import analyze
 from scalewise import history
 from scalewise.approval import ApprovalError, resume
 from scalewise.audit import ActionRecord, Trigger
+from scalewise.cli import app
 from scalewise.errors import AnalysisFailed
 from scalewise.local import LocalServer
 from scalewise.policy.analysis import AnalysisSpec
@@ -151,11 +155,22 @@ class Background:
         assert not self.thread.is_alive(), "the analysis run did not end"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scalewise.cli", *args], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> CliResult:
+    """``scalewise ARGS`` in this process (typer's CliRunner): the test is about the CLI's answers, and a
+    new Python process importing Prefect took seconds of CPU per call. An exception the CLI did not turn
+    into an exit code fails here, as a traceback would have. (The analysis that waits for its approval
+    runs as a process of its own, below.)"""
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        "".join(traceback.format_exception(result.exception)), result.output)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 def test_good_analysis_from_the_cli_and_its_history(prom_env: PromEnv, workload: str, tmp_path: Path) -> None:

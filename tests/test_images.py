@@ -89,14 +89,25 @@ def test_healthcheck_turns_healthy_when_the_receiver_serves_and_unhealthy_when_n
            "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     config = ROOT / "deployments" / "webhook.example.yaml"
     name = unique_name("img-health")
+    # The image's own check command (an empty test inherits it), checked every second with a 1 s start
+    # period instead of the image's 5 s / 30 s: "unhealthy" needs the start period plus 3 failed checks,
+    # which took ~45 s with the image's timings. The command is what is under test, not the timings.
+    second = 1_000_000_000
+    fast = {"test": [], "interval": second, "start_period": second, "retries": 3}
     serving = client.containers.run(
         scalewise_image, detach=True, name=name, environment=env, labels={"scalewise.test": "1"},
-        volumes={str(config): {"bind": "/etc/scalewise/webhook.yaml", "mode": "ro"}},
+        volumes={str(config): {"bind": "/etc/scalewise/webhook.yaml", "mode": "ro"}}, healthcheck=fast,
     )
     idle = client.containers.run(  # same image, nothing listening on the checked port
         scalewise_image, ["sleep", "600"], detach=True, name=f"{name}-idle", labels={"scalewise.test": "1"},
+        healthcheck=fast,
     )
     try:
+        image_check = client.images.get(scalewise_image).attrs["Config"]["Healthcheck"]["Test"]
+        assert image_check == ["CMD", "python", "/opt/scalewise/deployments/healthcheck.py"], image_check
+        for c in (serving, idle):  # the containers run the image's check command, only faster
+            check = client.api.inspect_container(c.id)["Config"]["Healthcheck"]
+            assert check["Test"] == image_check and check["Interval"] == second, check
         deadline = time.monotonic() + 240
         states: dict[str, str] = {}
         while time.monotonic() < deadline:

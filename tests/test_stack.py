@@ -297,10 +297,6 @@ def test_killing_the_worker_in_a_rolling_update(stack: Stack) -> None:
         with temporary_settings({PREFECT_API_URL: stack.api}), workload_lock(name, timeout_s=LEASE_S):
             pass
 
-        crashed = wait_for(lambda: stack.flow_run(run_id)["state_type"] in ("CRASHED", "FAILED", "COMPLETED")
-                           and stack.flow_run(run_id), "the killed run to reach a final state", logs=logs)
-        assert crashed["state_type"] == "CRASHED", (crashed["state"], logs())
-
         # Swarm finishes (or rolls back) the update on its own: never fewer healthy replicas than 2.
         final = wait_for(lambda: (service(name).get("UpdateStatus") or {}).get("State")
                          in ("completed", "rollback_completed") and healthy(name) == 2 and service(name),
@@ -309,9 +305,14 @@ def test_killing_the_worker_in_a_rolling_update(stack: Stack) -> None:
     image = final["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     assert image.startswith((IMAGE_V1, IMAGE_V2)), image
 
-    # Rerunning the operation succeeds, on a worker.
+    # Rerunning the operation succeeds, on a worker. It starts before the killed run is marked Crashed
+    # (zombie detection needs 15-50 s after the kill), so the two waits overlap: the next operation
+    # must not wait for the dead run's state either.
     again = stack.start_run("rolling-update/scalewise",
                             {"workload": name, "image": IMAGE_V2, "reason": "stack fault test, rerun"})
+    crashed = wait_for(lambda: stack.flow_run(run_id)["state_type"] in ("CRASHED", "FAILED", "COMPLETED")
+                       and stack.flow_run(run_id), "the killed run to reach a final state", logs=logs)
+    assert crashed["state_type"] == "CRASHED", (crashed["state"], logs())
     done = wait_for(lambda: stack.flow_run(again)["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
                     and stack.flow_run(again), "the rerun to finish", logs=logs)
     assert done["state_type"] == "COMPLETED", (done["state"], logs())
