@@ -25,6 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from scalewise.policy.rounding import ceil_rounded
+
 Forecaster = Literal["seasonal_window", "holt_winters", "recent"]
 
 #: Why a forecast could not be made (``Forecast.unavailable``).
@@ -336,4 +338,4 @@ class HoltWintersModel(BaseModel):
 
 def floor_for(value: float, margin: float, target: float) -> int:
     """Replicas needed for ``value`` with the safety margin: ``ceil(value x (1 + margin) / target)``."""
-    return max(1, math.ceil(round(value * (1 + margin) / target, 9)))
+    return max(1, ceil_rounded(value * (1 + margin) / target))
