@@ -285,7 +285,16 @@ def recent_forecast(
 
 
 def recent_detail(mean: float, sd: float, n: int, deviations: float, window_s: float) -> str:
-    return f"mean {mean:.6g} + {deviations:g} x sd {sd:.6g} of {n} points in the last {window_s:g}s"
+    """``mean {mean:.6g} + {deviations:g} x sd {sd:.6g} of {n} points in the last {window_s:g}s``."""
+    parts = _RECENT_PARTS.get((deviations, window_s))
+    if parts is None:  # the config's constants, formatted once
+        if len(_RECENT_PARTS) > 4096:  # config values only, but never unbounded
+            _RECENT_PARTS.clear()
+        parts = _RECENT_PARTS[deviations, window_s] = (f" + {deviations:g} x sd ", f" points in the last {window_s:g}s")
+    return f"mean {mean:.6g}{parts[0]}{sd:.6g} of {n}{parts[1]}"
+
+
+_RECENT_PARTS: dict[tuple[float, float], tuple[str, str]] = {}
 
 
 class HoltWintersModel(BaseModel):
