@@ -336,7 +336,7 @@ def _proposals(t: _Tick) -> Outcome:
             detail = f"{proposal.error}: {proposal.detail}".rstrip(": ")
         t.step(step_name, proposal.replicas, proposal.reason, detail)
     t.n_failed = failed
-    if not t.all_failed:
+    if failed != len(t.proposals):  # not t.all_failed
         t.failures = 0
     elif any(p.error != "no_ready_replicas" for p in t.proposals):
         t.failures += 1  # only failed reads count towards the fallback, not replicas still starting
@@ -575,6 +575,7 @@ class _Plan:
     zero_enabled: bool
     predictive_target: float  # spec.predictive_target() (0.0 without predictive)
     floor_formula: str  # the forecast step's detail between the horizon and the floor ("" without predictive)
+    config_hash: str  # spec.config_hash() (a frozen spec keeps it)
 
 
 def _compile(spec: AutoscalingSpec) -> _Plan:
@@ -598,6 +599,7 @@ def _compile(spec: AutoscalingSpec) -> _Plan:
         zero_enabled=spec.scale_to_zero.enabled,
         predictive_target=target,
         floor_formula=formula,
+        config_hash=spec.config_hash(),
     )
 
 
@@ -634,7 +636,7 @@ def _start(
         ready=ready,
         replicas=list(replicas) if replicas is not None else None,
         now=now,
-        config_hash=spec.config_hash(),
+        config_hash=plan.config_hash,
         forecast=forecast,
     )
     rec_cut, ev_cut = now - plan.keep_recommendations, now - plan.keep_events
