@@ -326,19 +326,20 @@ def _paused(t: _Tick) -> Outcome:
 def _proposals(t: _Tick) -> Outcome:
     t.normalised = normalised = _normalise_readings(t.spec, t.readings, t.now)
     inputs, tolerances, failed = t.inputs, t.plan.tolerances, 0
+    proposals, steps = t.proposals, t.steps
     for metric, step_name in t.plan.metrics:
         proposal = propose(metric, normalised[metric.name], t.current, inputs.ready, tolerances, inputs.replicas)
-        t.proposals.append(proposal)
+        proposals.append(proposal)
         if proposal.ok:
             detail = proposal.detail
         else:
             failed += 1
             detail = f"{proposal.error}: {proposal.detail}".rstrip(": ")
-        t.step(step_name, proposal.replicas, proposal.reason, detail)
+        steps.append(_make_step(name=step_name, proposal=proposal.replicas, reason=proposal.reason, detail=detail))
     t.n_failed = failed
-    if failed != len(t.proposals):  # not t.all_failed
+    if failed != len(proposals):  # not t.all_failed
         t.failures = 0
-    elif any(p.error != "no_ready_replicas" for p in t.proposals):
+    elif any(p.error != "no_ready_replicas" for p in proposals):
         t.failures += 1  # only failed reads count towards the fallback, not replicas still starting
     return None
 
@@ -418,8 +419,8 @@ def _all_failed(t: _Tick) -> Outcome:
 def _combine(t: _Tick) -> Outcome:
     t.combined = combined = combine(t.proposals, t.current)
     assert combined.replicas is not None  # _all_failed ended the decision otherwise
-    t.target = combined.replicas
-    t.step("combine", t.target, combined.reason, combined.detail)
+    t.target = target = combined.replicas
+    t.steps.append(_make_step(name="combine", proposal=target, reason=combined.reason, detail=combined.detail))
     return None
 
 
@@ -462,7 +463,7 @@ def _forecast_floor(t: _Tick) -> Outcome:
         horizon = _SECONDS[forecast.horizon] = f"{forecast.horizon:g}s"
     detail = f"{forecast.forecaster} forecast {forecast.value:.6g} over {horizon}{plan.floor_formula}{floor}"
     if forecast.detail:
-        detail += f" ({forecast.detail})"
+        detail = f"{detail} ({forecast.detail})"
     if predictive.mode == "forecast_only":
         t.step("forecast", floor, Reason.FORECAST_ONLY, detail + f"; would raise {t.target} to {floor}"
                if floor > t.target else detail + "; would not change the proposal")
