@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scalewise.policy.config import AutoscalingSpec
 from scalewise.policy.decide import PolicyState, Step
-from scalewise.policy.trusted import trusted
+from scalewise.policy.trusted import maker, trusted
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -31,6 +31,27 @@ def test_trusted_equals_validated():
     assert trusted(PolicyState) == PolicyState()
     step = trusted(Step, name="n", proposal=None, reason="r", detail="")
     assert Step.model_validate_json(step.model_dump_json()) == step
+
+
+def test_maker_instances_share_one_field_name_set_that_copies_leave_alone():
+    make = maker(Sample)
+    first, second = make(a=1), make(a=2, c=[3])
+    assert first == Sample(a=1) and second == Sample(a=2, c=[3])
+    assert first.model_fields_set == {"a", "b", "c"} and first.model_fields_set is second.model_fields_set
+    changed = first.model_copy(update={"b": "z"})
+    assert changed.b == "z" and changed.model_fields_set is not first.model_fields_set
+    assert first.model_fields_set == {"a", "b", "c"} and first.b == "x"
+
+
+class Clash(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fields: int
+
+
+def test_maker_refuses_field_names_its_constructor_uses():
+    with pytest.raises(TypeError, match="\\['fields'\\]"):
+        maker(Clash)
 
 
 def test_trusted_refuses_missing_and_unknown_fields():

@@ -302,6 +302,8 @@ class _Meter:
     def __init__(self, metrics: list[MetricTarget], grid: Grid, model: ServiceModel, ready: IntArray) -> None:
         self.kinds = [(m.name, _metric_kind(m)) for m in metrics]
         self.needs_history = any(kind != "total" for _, kind in self.kinds)
+        # One metric of the total demand (the common case): its reading is built directly.
+        self.only_total = self.kinds[0][0] if len(self.kinds) == 1 and not self.needs_history else None
         self.rate, self.ready_hist, self.capacity = grid.rate, ready, model.capacity
         self.totals = grid.total_rate.tolist()
         self.ends, self.begins = grid.scrape_cell.tolist(), grid.window_start.tolist()
@@ -318,6 +320,8 @@ class _Meter:
         return float((self.rate[lo:hi][mask] / hist[mask]).mean()), True
 
     def __call__(self, k: int, cell: int, seen: datetime, ready: int) -> list[MetricReading]:
+        if self.only_total is not None:
+            return [_reading(name=self.only_total, value=self.totals[k], timestamp=seen)]
         per_replica, hist_ok = self.per_replica(k, cell, ready) if self.needs_history else (0.0, True)
         readings: list[MetricReading] = []
         for metric_name, kind in self.kinds:
@@ -379,20 +383,30 @@ def simulate(
     run = Run(name, reps.provisioned, reps.ready_cells, 0, decisions=grid.ticks)
     tick_cells, cells, history = grid.tick_cells, grid.cells, meter.needs_history
     seen_at, now_at, seen_s, now_s, totals = grid.seen_at, grid.now, grid.seen_s, grid.now_s, meter.totals
-    mature, apply, fill, tally = reps.mature, reps.set, reps.fill, run.tally
+    mature, apply, fill, pending = reps.mature, reps.set, reps.fill, reps.pending
+    states, reasons, forecast_steps = observer.seen, run.reasons, run.forecast_steps
+    # The loop inlines the cheap checks of reps.mature/set/fill, observer() and run.tally (same effects).
     for k in range(grid.ticks):
         cell = k * tick_cells
-        mature(cell)
+        if pending and pending[0][0] <= cell:
+            mature(cell)
         if history:
             reps.flush(cell)  # the meter reads the ready replicas before this cell
-        seen, now = seen_at[k], now_at[k]
-        readings = meter(k, cell, seen, reps.ready)
+        current, ready = reps.current, reps.ready
+        readings = meter(k, cell, seen_at[k], ready)
         forecast = forecaster(seen_s[k], totals[k], now_s[k]) if forecaster is not None else None
-        decision = evaluate(spec, Observed(observer(reps.current, reps.ready), readings, state, now, forecast)).decision
+        workload = states.get((current, ready)) or observer(current, ready)
+        decision = evaluate(spec, Observed(workload, readings, state, now_at[k], forecast)).decision
         state = decision.state
-        tally(decision, forecast is not None)
-        apply(cell, decision.desired)
-        fill(cell, min(cell + tick_cells, cells))
+        reasons[decision.reason] += 1
+        if forecast is not None:
+            for step in decision.steps:
+                if step.name == "forecast":
+                    forecast_steps[step.reason] += 1
+        if decision.desired != current:
+            apply(cell, decision.desired)
+        if pending or reps.current != reps._run_current or reps.ready != reps._run_ready:
+            fill(cell, min(cell + tick_cells, cells))
         if progress is not None and (k + 1) % every == 0:
             progress(every)
     if progress is not None:

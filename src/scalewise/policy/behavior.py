@@ -74,11 +74,6 @@ def stabilize(
     return result, ("stabilized_up" if desired > current else "stabilized_down")
 
 
-def _changes_in_period(period: float, events: Sequence[ScaleEvent], now: datetime) -> int:
-    cutoff = now - delta(period)
-    return sum(abs(e.change) for e in events if e.at > cutoff)
-
-
 def _period_limit(
     current: int,
     events: Sequence[ScaleEvent],
@@ -94,11 +89,13 @@ def _period_limit(
         return current
     least_change = max if most_change is min else min
     pick = most_change if rules.select_policy == "max" else least_change
-    ups = [e for e in events if e.change > 0]
-    downs = [e for e in events if e.change < 0]
     result: int | None = None
     for policy in rules.policies:
-        start = current - _changes_in_period(policy.period, ups, now) + _changes_in_period(policy.period, downs, now)
+        cutoff = now - delta(policy.period)
+        start = current  # minus the ups, plus the downs of the period: both are current - change
+        for event in events:
+            if event.at > cutoff:
+                start -= event.change
         proposed = propose(start, policy)
         result = proposed if result is None else pick(result, proposed)
     return current if result is None else result

@@ -24,12 +24,12 @@ Single values (object/external metrics): ``value`` and ``utilization`` give
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scalewise.policy.config import MetricTarget
 from scalewise.policy.readings import MetricReading, ReplicaInfo
+from scalewise.policy.rounding import Band, ceil_rounded
 
 
 @dataclass(slots=True)
@@ -53,27 +53,24 @@ class MetricProposal:
 Tolerances = tuple[float, float]
 
 
-def _ceil(x: float) -> int:
-    # Guard float noise such as 3.0000000000000004 -> 4 (the HPA computes on float64 as well,
-    # but the noise there comes from the same source; we round to 9 decimals first).
-    return math.ceil(round(x, 9))
+# Guard float noise such as 3.0000000000000004 -> 4 (the HPA computes on float64 as well, but the
+# noise there comes from the same source): ``ceil(round(x, 9))``.
+_ceil = ceil_rounded
 
 
 def within(ratio: float, tolerance: float | Tolerances) -> bool:
     """``1 - down <= ratio <= 1 + up``, with the ceiling's rounding (1.1 is within 0.1 of 1)."""
-    key = (tolerance, tolerance) if isinstance(tolerance, float | int) else tolerance
-    band = _BANDS.get(key)
+    band = _BANDS.get(tolerance)  # a float or a pair: both are keys
     if band is None:
         if len(_BANDS) > 4096:  # config values only, but never unbounded
             _BANDS.clear()
-        up, down = key
-        band = _BANDS[key] = (round(1.0 - down, 9), round(1.0 + up, 9))
-    r = round(ratio, 9)
-    return band[0] <= r <= band[1]
+        up, down = (tolerance, tolerance) if isinstance(tolerance, float | int) else tolerance
+        band = _BANDS[tolerance] = Band(round(1.0 - down, 9), round(1.0 + up, 9))
+    return ratio in band
 
 
-#: (1 - down, 1 + up), rounded like the ratios, by (up, down) tolerance: the same few values every tick.
-_BANDS: dict[tuple[float, float], tuple[float, float]] = {}
+#: [1 - down, 1 + up], rounded like the ratios, by tolerance (a float or (up, down)): the same few every tick.
+_BANDS: dict[float | Tolerances, Band] = {}
 
 
 def _result(name: str, current: int, proposal: int, ratio: float, value: float, detail: str) -> MetricProposal:

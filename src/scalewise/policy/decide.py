@@ -182,6 +182,11 @@ def effective_bounds(spec: AutoscalingSpec, bounds: tuple[int, int], now: dateti
 def _normalise_readings(
     spec: AutoscalingSpec, readings: Sequence[MetricReading], now: datetime
 ) -> dict[str, MetricReading]:
+    metrics = spec.metrics
+    if len(readings) == 1 and len(metrics) == 1 and spec.stale_after is None:  # the common case, same result
+        only, first = readings[0], metrics[0]
+        if only.name == first.name and (only.outcome != "empty" or first.on_empty != "zero"):
+            return {first.name: only}
     by_name: dict[str, MetricReading] = {}
     for item in readings:
         by_name.setdefault(item.name, item)
@@ -321,19 +326,20 @@ def _paused(t: _Tick) -> Outcome:
 def _proposals(t: _Tick) -> Outcome:
     t.normalised = normalised = _normalise_readings(t.spec, t.readings, t.now)
     inputs, tolerances, failed = t.inputs, t.plan.tolerances, 0
+    proposals, steps = t.proposals, t.steps
     for metric, step_name in t.plan.metrics:
         proposal = propose(metric, normalised[metric.name], t.current, inputs.ready, tolerances, inputs.replicas)
-        t.proposals.append(proposal)
+        proposals.append(proposal)
         if proposal.ok:
             detail = proposal.detail
         else:
             failed += 1
             detail = f"{proposal.error}: {proposal.detail}".rstrip(": ")
-        t.step(step_name, proposal.replicas, proposal.reason, detail)
+        steps.append(_make_step(name=step_name, proposal=proposal.replicas, reason=proposal.reason, detail=detail))
     t.n_failed = failed
-    if not t.all_failed:
+    if failed != len(proposals):  # not t.all_failed
         t.failures = 0
-    elif any(p.error != "no_ready_replicas" for p in t.proposals):
+    elif any(p.error != "no_ready_replicas" for p in proposals):
         t.failures += 1  # only failed reads count towards the fallback, not replicas still starting
     return None
 
@@ -413,8 +419,8 @@ def _all_failed(t: _Tick) -> Outcome:
 def _combine(t: _Tick) -> Outcome:
     t.combined = combined = combine(t.proposals, t.current)
     assert combined.replicas is not None  # _all_failed ended the decision otherwise
-    t.target = combined.replicas
-    t.step("combine", t.target, combined.reason, combined.detail)
+    t.target = target = combined.replicas
+    t.steps.append(_make_step(name="combine", proposal=target, reason=combined.reason, detail=combined.detail))
     return None
 
 
@@ -448,14 +454,16 @@ def _forecast_floor(t: _Tick) -> Outcome:
             detail = f"model trained {age:.0f}s ago > max_model_age {predictive.max_model_age:.0f}s"
             t.step("forecast", None, Reason.FORECAST_STALE, detail)
             return None
-    target = t.plan.predictive_target
-    floor = floor_for(forecast.value, predictive.margin, target)
-    detail = (
-        f"{forecast.forecaster} forecast {forecast.value:.6g} over {forecast.horizon:g}s"
-        f" x (1 + {predictive.margin:g}) / {target:g} -> floor {floor}"
-    )
+    plan = t.plan
+    floor = floor_for(forecast.value, predictive.margin, plan.predictive_target)
+    horizon = _SECONDS.get(forecast.horizon)
+    if horizon is None:
+        if len(_SECONDS) > 4096:  # horizons are config values, but never unbounded
+            _SECONDS.clear()
+        horizon = _SECONDS[forecast.horizon] = f"{forecast.horizon:g}s"
+    detail = f"{forecast.forecaster} forecast {forecast.value:.6g} over {horizon}{plan.floor_formula}{floor}"
     if forecast.detail:
-        detail += f" ({forecast.detail})"
+        detail = f"{detail} ({forecast.detail})"
     if predictive.mode == "forecast_only":
         t.step("forecast", floor, Reason.FORECAST_ONLY, detail + f"; would raise {t.target} to {floor}"
                if floor > t.target else detail + "; would not change the proposal")
@@ -500,6 +508,10 @@ def _burst(t: _Tick) -> Outcome:
         t.step("panic", t.current, Reason.PANIC_HOLD_DOWN)
         return t.finish(t.current, Reason.PANIC_HOLD_DOWN, "burst: no scale-down while in panic", True)
     return t.finish(t.current, t.combined.reason, t.combined.detail, True)
+
+
+#: ``f"{seconds:g}s"`` by seconds (the forecast's horizon: the same few values every tick).
+_SECONDS: dict[float, str] = {}
 
 
 _HOLD_AT_FLOOR = (
@@ -563,6 +575,8 @@ class _Plan:
     schedules: bool
     zero_enabled: bool
     predictive_target: float  # spec.predictive_target() (0.0 without predictive)
+    floor_formula: str  # the forecast step's detail between the horizon and the floor ("" without predictive)
+    config_hash: str  # spec.config_hash() (a frozen spec keeps it)
 
 
 def _compile(spec: AutoscalingSpec) -> _Plan:
@@ -574,6 +588,8 @@ def _compile(spec: AutoscalingSpec) -> _Plan:
     if spec.predictive is None:
         idle.add(_forecast_floor)
     rec_keep, ev_keep = history_horizon(spec.behavior)
+    target = spec.predictive_target() if spec.predictive is not None else 0.0
+    formula = f" x (1 + {spec.predictive.margin:g}) / {target:g} -> floor " if spec.predictive is not None else ""
     return _Plan(
         steps=tuple(step for step in STEPS if step not in idle),
         metrics=tuple((metric, f"metric:{metric.name}") for metric in spec.metrics),
@@ -582,7 +598,9 @@ def _compile(spec: AutoscalingSpec) -> _Plan:
         keep_events=delta(ev_keep),
         schedules=bool(spec.schedules),
         zero_enabled=spec.scale_to_zero.enabled,
-        predictive_target=spec.predictive_target() if spec.predictive is not None else 0.0,
+        predictive_target=target,
+        floor_formula=formula,
+        config_hash=spec.config_hash(),
     )
 
 
@@ -619,26 +637,27 @@ def _start(
         ready=ready,
         replicas=list(replicas) if replicas is not None else None,
         now=now,
-        config_hash=spec.config_hash(),
+        config_hash=plan.config_hash,
         forecast=forecast,
     )
     rec_cut, ev_cut = now - plan.keep_recommendations, now - plan.keep_events
     panic_until = state.panic_until
     if panic_until is not None and panic_until <= now:
         panic_until = None
-    return _Tick(
-        spec=spec,
-        plan=plan,
-        inputs=inputs,
-        readings=readings,
-        recs=[r for r in state.recommendations if r.at > rec_cut],
-        events=[e for e in state.scale_events if e.at > ev_cut],
-        failures=state.consecutive_failures,
-        last_active=state.last_active,
-        inactive_since=state.inactive_since,
-        panic_until=panic_until,
-        now=now,
-        current=current,
+    return _Tick(  # positional, in the field order (a hot path): spec, plan, inputs, readings, recs, events,
+        # failures, last_active, inactive_since, panic_until, now, current
+        spec,
+        plan,
+        inputs,
+        readings,
+        [r for r in state.recommendations if r.at > rec_cut],
+        [e for e in state.scale_events if e.at > ev_cut],
+        state.consecutive_failures,
+        state.last_active,
+        state.inactive_since,
+        panic_until,
+        now,
+        current,
     )
 
 

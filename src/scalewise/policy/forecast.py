@@ -25,6 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from scalewise.policy.rounding import ceil_rounded
+
 Forecaster = Literal["seasonal_window", "holt_winters", "recent"]
 
 #: Why a forecast could not be made (``Forecast.unavailable``).
@@ -283,7 +285,16 @@ def recent_forecast(
 
 
 def recent_detail(mean: float, sd: float, n: int, deviations: float, window_s: float) -> str:
-    return f"mean {mean:.6g} + {deviations:g} x sd {sd:.6g} of {n} points in the last {window_s:g}s"
+    """``mean {mean:.6g} + {deviations:g} x sd {sd:.6g} of {n} points in the last {window_s:g}s``."""
+    parts = _RECENT_PARTS.get((deviations, window_s))
+    if parts is None:  # the config's constants, formatted once
+        if len(_RECENT_PARTS) > 4096:  # config values only, but never unbounded
+            _RECENT_PARTS.clear()
+        parts = _RECENT_PARTS[deviations, window_s] = (f" + {deviations:g} x sd ", f" points in the last {window_s:g}s")
+    return f"mean {mean:.6g}{parts[0]}{sd:.6g} of {n}{parts[1]}"
+
+
+_RECENT_PARTS: dict[tuple[float, float], tuple[str, str]] = {}
 
 
 class HoltWintersModel(BaseModel):
@@ -336,4 +347,4 @@ class HoltWintersModel(BaseModel):
 
 def floor_for(value: float, margin: float, target: float) -> int:
     """Replicas needed for ``value`` with the safety margin: ``ceil(value x (1 + margin) / target)``."""
-    return max(1, math.ceil(round(value * (1 + margin) / target, 9)))
+    return max(1, ceil_rounded(value * (1 + margin) / target))

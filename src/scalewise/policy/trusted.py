@@ -74,13 +74,18 @@ def maker(cls: type[M]) -> Callable[..., M]:
     The fields are keyword-only parameters (those with a default may be left out); an unknown or
     missing field is a ``TypeError`` as with :func:`trusted`, and the values are the caller's
     responsibility. Generated like :func:`collections.namedtuple`: a plain function whose dict display
-    sets the instance's storage, which is what makes it cheaper than ``trusted(cls, **values)``.
+    sets the instance's storage, which is what makes it cheaper than ``trusted(cls, **values)``. The
+    storage is set through :class:`~pydantic.BaseModel`'s slot descriptors (no attribute lookup by
+    name), and every instance of ``cls`` shares one set of field names as ``model_fields_set``: a
+    frozen record's set is never changed in place (``model_copy`` copies it before an update).
     """
     _defaults(cls)  # refuses private attributes
     names = tuple(cls.model_fields)
     if not all(name.isidentifier() and not name.startswith("_") for name in names):
         raise TypeError(f"{cls.__name__}: field names must be plain identifiers")
-    scope: dict[str, Any] = {"new": cls.__new__, "cls": cls, "set_": _set, "fields": set(names), "unset": _UNSET}
+    scope: dict[str, Any] = {"new": cls.__new__, "cls": cls, "fields": set(names), "unset": _UNSET, **_SLOT_SETTERS}
+    if clash := sorted(set(names) & scope.keys()):
+        raise TypeError(f"{cls.__name__}: field names {clash} are names the generated constructor uses")
     params, fill = [], []
     for name, info in cls.model_fields.items():
         if info.default_factory is not None:
@@ -97,10 +102,10 @@ def maker(cls: type[M]) -> Callable[..., M]:
         f"def make(*, {', '.join(params)}):\n"
         + "".join(fill)
         + "    obj = new(cls)\n"
-        f"    set_(obj, '__dict__', {{{display}}})\n"
-        "    set_(obj, '__pydantic_fields_set__', fields.copy())\n"
-        "    set_(obj, '__pydantic_extra__', None)\n"
-        "    set_(obj, '__pydantic_private__', None)\n"
+        f"    set_dict(obj, {{{display}}})\n"
+        "    set_fields(obj, fields)\n"
+        "    set_extra(obj, None)\n"
+        "    set_private(obj, None)\n"
         "    return obj\n"
     )
     exec(source, scope)  # field names checked above; the technique of collections.namedtuple
@@ -110,3 +115,14 @@ def maker(cls: type[M]) -> Callable[..., M]:
 
 
 _UNSET = object()
+
+# BaseModel's instance storage is four slots; their descriptors set them without a lookup by name.
+_SLOT_SETTERS: dict[str, Any] = {
+    f"set_{short}": BaseModel.__dict__[slot].__set__
+    for short, slot in (
+        ("dict", "__dict__"),
+        ("fields", "__pydantic_fields_set__"),
+        ("extra", "__pydantic_extra__"),
+        ("private", "__pydantic_private__"),
+    )
+}
