@@ -6,8 +6,9 @@ Usage: .venv/bin/python bench/scale_flow.py [--target swarm|docker] [--rounds 5]
 For each database: starts its own Prefect server on a free loopback port and a workload of the chosen target;
 each round scales 2 -> 3 -> 2 by each path, every step waiting until ready. Then more scale flows back to back
 (3, 2, 3, ...) until ``--lock-ops`` flow operations have run in all. Prints JSON per database: both medians,
-the ratio, the p50 added by the flow, and lock_s (time taken to acquire the workload lock, from the action
-records) p50/p95/max over every flow run, with the load average (1/5/15 min) before and after.
+the ratio, the p50 added by the flow (also per direction: scale-out, scale-in), and lock_s (time taken to
+acquire the workload lock, from the action records) p50/p95/max over every flow run, with the load average
+(1/5/15 min) before and after.
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ def bench(database: str, target: str, rounds: int, lock_ops: int) -> dict[str, A
         # wall - total_s (flow-run creation and states, writing the action record, Prefect's teardown)
         "flow_phases_p50_s": {k: pct([ph[k] for ph in phases if k in ph], 0.5)
                               for k in sorted({k for ph in phases for k in ph})},
+        # the medians above mix scale-outs (waiting for a new replica to become healthy) with scale-ins (nothing
+        # to wait for): with as many of each, they fall between the two groups; the same figures per direction
+        "by_direction_p50_s": {
+            direction: {"bare": round(statistics.median(bare[i::2]), 3),
+                        "flow": round(statistics.median(flow[i::2]), 3),
+                        "added": round(statistics.median(flow[i::2]) - statistics.median(bare[i::2]), 3)}
+            for i, direction in enumerate(("out", "in"))
+        },
         "bare_s": [round(x, 3) for x in bare],
         "flow_s": [round(x, 3) for x in flow],
     }

@@ -31,7 +31,6 @@ from typing import Any
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableCreate, VariableUpdate
 from prefect.concurrency._leases import maintain_concurrency_lease
-from prefect.concurrency._sync import release_concurrency_slots_with_lease
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
@@ -88,13 +87,20 @@ def _read_marker(workload: str) -> tuple[dict[str, Any] | None, datetime | None]
     return dict(var.value), var.updated
 
 
-def _write_marker(workload: str, value: dict[str, Any]) -> None:
-    """One request when the marker exists (an update), two when it does not (then a create).
+def _write_marker(workload: str, value: dict[str, Any], *, new: bool = False) -> None:
+    """One request in the common case: an update of the holder's own marker (a beat), or with ``new`` a
+    create (taking the lock: the last holder deleted its marker); two when that guess is wrong.
     (``Variable.set(overwrite=True)`` reads, updates and reads again: three.)"""
     import httpx
 
     name = marker_name(workload)
     with get_client(sync_client=True) as client:
+        if new:
+            try:
+                client.create_variable(VariableCreate(name=name, value=value, tags=["scalewise-lock"]))
+                return
+            except ObjectAlreadyExists:  # left by a holder that died, or a waiter's take-over: replace it
+                pass
         try:
             client.update_variable(VariableUpdate(name=name, value=value, tags=["scalewise-lock"]))
             return
@@ -138,10 +144,17 @@ class _StaleWatch:
         return None
 
 
+def _release(lease_id: uuid.UUID) -> None:
+    """Give the slot back: one request on this thread's client (Prefect's ``release_concurrency_slots_with_lease``
+    opens a new async client on its event-loop thread for it: a CSRF-token request and ~50 ms more)."""
+    with get_client(sync_client=True) as client:
+        client.release_concurrency_slots_with_lease(lease_id)
+
+
 def _take_over(workload: str, lease_id: str) -> None:
     log.warning("%s: the lock holder stopped beating for %ss; releasing its lease %s", workload, STALE_S, lease_id)
     with suppress(Exception):  # already released or expired: nothing to do
-        release_concurrency_slots_with_lease(uuid.UUID(lease_id))
+        _release(uuid.UUID(lease_id))
     with suppress(Exception):
         _clear_marker(workload, lease_id)
 
@@ -200,7 +213,24 @@ def _acquire(workload: str, name: str, wait: float) -> uuid.UUID:
         time.sleep(max(0.0, min(POLL_S, deadline - time.monotonic())))
 
 
-def _beat(workload: str, value: dict[str, Any], stop: threading.Event) -> None:
+class _Held:
+    """What the holder knows of its own marker: when it was last written (monotonic), and whether a beat
+    found it naming another holder (a waiter took the lock over)."""
+
+    def __init__(self) -> None:
+        self.written_at: float | None = None
+        self.lost = False
+
+    def wrote(self) -> None:
+        self.written_at = time.monotonic()
+
+    def surely_ours(self) -> bool:
+        """A waiter takes over only a marker unchanged for STALE_S, so one written less than half of that
+        ago is still ours: it can be deleted without reading it first."""
+        return not self.lost and self.written_at is not None and time.monotonic() - self.written_at < STALE_S / 2
+
+
+def _beat(workload: str, value: dict[str, Any], stop: threading.Event, held: _Held) -> None:
     n = 0
     while not stop.wait(BEAT_S):
         n += 1
@@ -208,10 +238,24 @@ def _beat(workload: str, value: dict[str, Any], stop: threading.Event) -> None:
             current, _ = _read_marker(workload)
             if current is not None and current.get("lease_id") != value["lease_id"]:
                 log.error("%s: the lock marker now names another holder; this lease was taken over", workload)
+                held.lost = True
                 return
             _write_marker(workload, {**value, "beat": n})
+            held.wrote()
         except Exception as exc:  # a missed beat is survivable; STALE_S is three beats
             log.warning("%s: lock marker beat failed: %s: %s", workload, type(exc).__name__, exc)
+
+
+def _drop_marker(workload: str, lease_id: str, held: _Held) -> None:
+    """Delete the holder's marker on release: one request when it is surely still ours, else read it and
+    delete it only if it names this lease; never one that names another holder."""
+    if held.lost:
+        return
+    if not held.surely_ours():
+        _clear_marker(workload, lease_id)
+        return
+    with get_client(sync_client=True) as client, suppress(ObjectNotFound):
+        client.delete_variable_by_name(marker_name(workload))
 
 
 @contextmanager
@@ -224,15 +268,17 @@ def workload_lock(workload: str, timeout_s: float | None = None) -> Iterator[Non
         raise LockUnavailable(f"another operation on {workload!r} holds its lock; gave up after {wait:.0f}s") from exc
     value = {**_holder(), "lease_id": str(lease_id), "beat": 0}
     stop = threading.Event()
+    held = _Held()
     ctx = contextvars.copy_context()  # Prefect's settings (API URL) live in context variables
     beat = threading.Thread(
-        target=ctx.run, args=(_beat, workload, value, stop), daemon=True, name=f"lock-beat-{workload}"
+        target=ctx.run, args=(_beat, workload, value, stop, held), daemon=True, name=f"lock-beat-{workload}"
     )
     try:
         # Before the operation does anything: a holder killed right after taking the lock must leave a
         # marker, or waiters fall back to Prefect's 60 s lease (test_lock_lease caught a marker written
         # asynchronously by the beat thread).
-        _write_marker(workload, value)
+        _write_marker(workload, value, new=True)
+        held.wrote()
         beat.start()
         with maintain_concurrency_lease(lease_id, LEASE_S, raise_on_lease_renewal_failure=True):
             yield
@@ -241,8 +287,8 @@ def workload_lock(workload: str, timeout_s: float | None = None) -> Iterator[Non
         if beat.is_alive():
             beat.join(timeout=BEAT_S)
         with suppress(Exception):
-            _clear_marker(workload, str(lease_id))
+            _drop_marker(workload, str(lease_id), held)
         try:
-            release_concurrency_slots_with_lease(lease_id)
+            _release(lease_id)
         except Exception as exc:  # taken over, or the server unreachable: the lease expires on its own
             log.warning("%s: could not release lease %s: %s: %s", workload, lease_id, type(exc).__name__, exc)

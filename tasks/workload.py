@@ -26,9 +26,11 @@ from tasks.retry import RETRYING, WAITING
 T = TypeVar("T")
 
 
-@task(cache_policy=NO_CACHE)
 def load_workload(workload: str, image: str | None = None) -> WorkloadSpec:
-    """The declared spec of ``workload`` (with an optional image override); SpecError if invalid."""
+    """The declared spec of ``workload`` (with an optional image override); SpecError if invalid.
+
+    Not a task: reading a file is no step of the operation (nothing to retry, no state to show; an invalid
+    spec fails the run with the SpecError), and a task run costs ~20 ms of every run."""
     spec = get_workload(workloads_path(), workload)
     return spec.with_image(image) if image else spec
 

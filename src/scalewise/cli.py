@@ -4,7 +4,6 @@ non-zero with a clear message on failure."""
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import sys
@@ -147,6 +146,8 @@ def prefect_api(check: bool = True) -> Iterator[str]:
 
 
 def cli_trigger() -> Any:
+    import getpass
+
     from scalewise.audit import Trigger
 
     try:

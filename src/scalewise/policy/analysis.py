@@ -47,7 +47,6 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from scalewise.durations import parse_duration
-from scalewise.policy import expr
 from scalewise.policy.config import _check_template, check_metric_name
 
 #: A duration as seconds or text ('30s', '5m'); the JSON schema says so, because flow parameters are
@@ -149,6 +148,8 @@ class AnalysisMetric(_Strict):
     def _condition(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        from scalewise.policy import expr  # lazily: Lark costs ~40 ms of every CLI start-up (status never parses)
+
         try:
             return expr.check(value)
         except expr.ExprError as exc:
@@ -264,6 +265,8 @@ def judge(
             metric=metric.name, phase=phase, value=_show(value), started_at=started_at,
             finished_at=finished_at, message=message,
         )
+
+    from scalewise.policy import expr
 
     success = failure = False
     try:
