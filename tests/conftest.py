@@ -18,6 +18,11 @@ import pytest  # noqa: E402
 # is a missing metric and the decision holds before its later steps (ci7 lost a forecast step so).
 # Set for the whole session so the processes the tests start (serve, receivers) inherit it too.
 os.environ.setdefault("SCALEWISE_PROMETHEUS_TIMEOUT", "60")
+# pytest-xdist starts its workers with COLUMNS=80, and rich fixes a console's width from COLUMNS when the
+# console is made (scalewise.cli's, at import): every CLI table in a worker was then 80 wide, whatever
+# width a test's CliRunner(env={"COLUMNS": ...}) asked for (ci16: two tables wrapped). Unset, the
+# console reads COLUMNS when it prints, as in a new process.
+os.environ.pop("COLUMNS", None)
 
 #: Fixtures that start or need a real component (dockerd, Swarm, a Prefect server, Prometheus,
 #: Alertmanager, the Kubernetes control plane). A test using none of them is in the fast tier.
