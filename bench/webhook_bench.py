@@ -386,6 +386,12 @@ def bench_database(database: str, args: argparse.Namespace, parts: list[str]) ->
             app.state.receiver._coalesce = no_coalescing
         result["coalescing"] = not args.no_coalesce
         receiver = UvicornThread(app).start()
+        workers = app.state.receiver.workers
+        if workers is not None:  # --inline: measure the warm receiver, not its start-up imports
+            t = time.monotonic()
+            while not workers.warmed() and time.monotonic() - t < 300:
+                time.sleep(0.2)
+            result["inline_warm_up_s"] = round(time.monotonic() - t, 2)
         if "latency" in parts:
             result["a_latency"] = latency(receiver.url, names[0], args.latency_runs)
         if "rates" in parts:

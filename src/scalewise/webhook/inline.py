@@ -27,7 +27,7 @@ import logging
 import multiprocessing
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from scalewise.webhook.starter import execute_run, prepare_process, warm
@@ -50,6 +50,7 @@ class WorkerProcesses:
         self._processes = processes
         self._environment = environment
         self._pool: ProcessPoolExecutor | None = None
+        self._warming: list[Future[int]] = []
 
     def _ready(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -64,8 +65,11 @@ class WorkerProcesses:
     def start(self) -> None:
         """Start the processes and import the flow engine in each, in the background."""
         pool = self._ready()
-        for _ in range(self._processes):
-            pool.submit(warm)
+        self._warming = [pool.submit(warm) for _ in range(self._processes)]
+
+    def warmed(self) -> bool:
+        """Whether the processes started by :meth:`start` have imported the flow engine."""
+        return all(f.done() for f in self._warming)
 
     def pids(self) -> list[int]:
         """The worker processes' ids (those started so far)."""
