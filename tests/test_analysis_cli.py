@@ -3,33 +3,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from scalewise.cli import app
-
-
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
+from tests.support.cli_calls import CliResult
+from tests.support.cli_calls import cli as run_cli
 
 
 def cli(*args: str, cwd: Path) -> CliResult:
-    """``scalewise ARGS`` run in ``cwd``, in this process (typer's CliRunner: a new Python process per
-    call took seconds); an exception the CLI did not turn into an exit code fails here."""
-    runner = CliRunner(env={"COLUMNS": "200", "PREFECT_API_URL": "http://127.0.0.1:9/api"})  # nothing listens
-    with contextlib.chdir(cwd):
-        result = runner.invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        "".join(traceback.format_exception(result.exception)), result.output)
-    return CliResult(result.exit_code, result.stdout, result.stderr)
+    """``scalewise ARGS`` in ``cwd``, in this process, against a Prefect API where nothing listens."""
+    return run_cli(*args, cwd=cwd, env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,7 @@ import os
 import subprocess
 import sys
 import threading
-import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +20,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ParameterTypeError
-from typer.testing import CliRunner
 
 from flows.analysis import analyze
 from scalewise import history
 from scalewise.approval import ApprovalError, resume
 from scalewise.audit import ActionRecord, Trigger
-from scalewise.cli import app
 from scalewise.errors import AnalysisFailed
 from scalewise.local import LocalServer
 from scalewise.policy.analysis import AnalysisSpec
 from tasks.analysis import analysis_artifact_key
+from tests.support.cli_calls import cli
 from tests.support.docker_env import unique_name
 from tests.support.procs import wait_for
 from tests.support.prom_env import METRIC, PromEnv
@@ -153,24 +150,6 @@ class Background:
     def join(self, timeout_s: float = 120) -> None:
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "the analysis run did not end"
-
-
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str) -> CliResult:
-    """``scalewise ARGS`` in this process (typer's CliRunner): the test is about the CLI's answers, and a
-    new Python process importing Prefect took seconds of CPU per call. An exception the CLI did not turn
-    into an exit code fails here, as a traceback would have. (The analysis that waits for its approval
-    runs as a process of its own, below.)"""
-    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        "".join(traceback.format_exception(result.exception)), result.output)
-    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 def test_good_analysis_from_the_cli_and_its_history(prom_env: PromEnv, workload: str, tmp_path: Path) -> None:

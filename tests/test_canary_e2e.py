@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import traceback
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +19,18 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ParameterTypeError
-from typer.testing import CliRunner
 
 from flows.canary import canary
 from flows.deploy import deploy
 from scalewise import history, orchestrators
 from scalewise.approval import resume
 from scalewise.audit import ActionRecord, Trigger
-from scalewise.cli import app
 from scalewise.errors import AnalysisFailed, CanaryFailed, SpecError
 from scalewise.local import LocalServer
 from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.policy.canary import CanaryStep
 from scalewise.spec import WorkloadSpec, get_workload
+from tests.support.cli_calls import cli
 from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, IMAGE_V2, unique_name
 from tests.support.procs import wait_for
 from tests.support.prom_env import METRIC, PromEnv
@@ -151,23 +148,6 @@ def run_state(run_id: str | None) -> Any:
     assert run_id is not None
     with get_client(sync_client=True) as client:
         return client.read_flow_run(uuid.UUID(run_id)).state
-
-
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str) -> CliResult:
-    """``scalewise ARGS`` in this process (typer's CliRunner): the test is about the CLI's answers, and a
-    new Python process importing Prefect took seconds of CPU per call. An exception the CLI did not turn
-    into an exit code fails here, as a traceback would have."""
-    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        "".join(traceback.format_exception(result.exception)), result.output)
-    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 def engine_images(name: str) -> tuple[list[str], list[str]]:
