@@ -103,7 +103,8 @@ class WorkerProcesses:
 
 
 class InlineRuns:
-    """Executes accepted runs in this process: one at a time per workload, ``limit`` workloads at once."""
+    """Orders accepted runs for ``execute`` (the receiver's worker processes): one at a time per
+    workload, ``limit`` workloads at once."""
 
     def __init__(self, execute: Execute, limit: int) -> None:
         if limit < 1:
