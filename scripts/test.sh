@@ -4,7 +4,8 @@
 #   bash scripts/test.sh            everything: lint, types, layering, the whole suite on real components
 #   bash scripts/test.sh --fast     lint, types, layering and the pure/unit tests (seconds; no set-up)
 # Other arguments go to pytest (e.g. scripts/test.sh -k swarm). The full suite runs on
-# SCALEWISE_TEST_WORKERS pytest-xdist workers (default 2; 0 runs in one process).
+# SCALEWISE_TEST_WORKERS pytest-xdist workers (default 3: most tests wait on timers and components, so a
+# third worker overlaps those waits; 0 runs in one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
@@ -42,7 +43,7 @@ status=0
 if ((fast)); then
   .venv/bin/python -m pytest -m "not component" ${args[@]+"${args[@]}"} || status=$?
 else
-  workers=${SCALEWISE_TEST_WORKERS:-2}
+  workers=${SCALEWISE_TEST_WORKERS:-3}
   xdist=()
   # files in collection order, the slowest first (tests/conftest.py SLOW_FIRST), not by test count
   ((workers > 0)) && xdist=(-n "$workers" --dist loadfile --no-loadscope-reorder)

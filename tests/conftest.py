@@ -23,6 +23,9 @@ os.environ.setdefault("SCALEWISE_PROMETHEUS_TIMEOUT", "60")
 # width a test's CliRunner(env={"COLUMNS": ...}) asked for (ci16: two tables wrapped). Unset, the
 # console reads COLUMNS when it prints, as in a new process.
 os.environ.pop("COLUMNS", None)
+# No test reads run logs from the API. Sent, every flow run's log lines are requests and rows for the
+# session's Prefect server on a CPU-bound 2-core machine. Inherited by the processes the tests start.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 #: Fixtures that start or need a real component (dockerd, Swarm, a Prefect server, Prometheus,
 #: Alertmanager, the Kubernetes control plane). A test using none of them is in the fast tier.

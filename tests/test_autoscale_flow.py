@@ -24,7 +24,7 @@ from scalewise.errors import StaleObservation
 from scalewise.local import LocalServer
 from scalewise.policy.record import DecisionRecord, replay
 from tasks.policy_state import load_state
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.docker_env import IMAGE_V1, health_check, unique_name
 from tests.support.prom_env import PromEnv, start_prometheus
 
 pytestmark = [pytest.mark.swarm, pytest.mark.prefect, pytest.mark.prom]
@@ -39,7 +39,7 @@ def spec_doc(name: str, *, fallback: int | str = "hold", initial: int = 1) -> di
         "name": name,
         "target": "swarm",
         "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "healthcheck": health_check(),
         "replicas": {"min": 1, "max": 5, "initial": initial},
         "stop_grace_period": "1s",
         "autoscaling": {

@@ -31,7 +31,7 @@ from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.policy.canary import CanaryStep
 from scalewise.spec import WorkloadSpec, get_workload
 from tests.support.cli_calls import cli
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, IMAGE_V2, unique_name
+from tests.support.docker_env import IMAGE_V1, IMAGE_V2, health_check, unique_name
 from tests.support.procs import wait_for
 from tests.support.prom_env import METRIC, PromEnv
 from tests.support.target_engine import force_remove
@@ -60,7 +60,7 @@ class Workload:
     def declare(self, **update: Any) -> None:
         doc = {
             "name": self.name, "target": "docker", "image": IMAGE_V1, "labels": {"scalewise-test": "1"},
-            "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "5s", "retries": 3},
+            "healthcheck": health_check(timeout_s=5, retries=3),
             "replicas": {"min": 1, "max": 4, "initial": 2},
             "update": {"parallelism": 1, "order": "start-first", "monitor": "1s", "timeout": "60s", **update},
             "stop_grace_period": "1s",

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from scalewise import orchestrators
 from scalewise.cli import app
 from scalewise.local import LocalServer
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.docker_env import IMAGE_V1, health_check, unique_name
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -40,7 +40,7 @@ def deployed(docker_engine: None, prefect_server: LocalServer, workloads_dir: Pa
     name = unique_name("cli")
     (workloads_dir / f"{name}.yaml").write_text(yaml.safe_dump({
         "name": name, "target": "swarm", "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "healthcheck": health_check(),
         "replicas": {"min": 1, "max": 3, "initial": 1}, "stop_grace_period": "1s",
     }))
     yield name

@@ -20,7 +20,7 @@ from scalewise.errors import ConflictError, PermanentError, RolloutFailed, Trans
 from scalewise.orchestrators import engine as eng
 from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.spec import WorkloadSpec
-from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3, ROOT
+from tests.support.docker_env import CHECK_INTERVAL_S, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3, ROOT
 from tests.support.target_engine import all_ids, engine_fetch, replica_ids
 from tests.support.targets import TargetHarness
 
@@ -78,7 +78,7 @@ def run_by_hand(
     ]
     for key, value in labels.items():
         args += ["--label", f"{key}={value}"]
-    args += ["--health-cmd", HTTP_CHECK, "--health-interval", "1s", "--health-timeout", "1s"]
+    args += ["--health-cmd", HTTP_CHECK, "--health-interval", f"{CHECK_INTERVAL_S}s", "--health-timeout", "1s"]
     args += ["--health-retries", "2", image]
     return docker(*args)
 

@@ -18,7 +18,7 @@ from scalewise.local import LocalServer
 from scalewise.model import WorkloadState
 from scalewise.orchestrators.swarm import SwarmOrchestrator
 from scalewise.spec import WorkloadSpec, parse_workload
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.docker_env import IMAGE_V1, health_check, unique_name
 from tests.support.faultproxy import fault_proxy
 from tests.support.prefect_env import task_run_counts
 
@@ -28,7 +28,7 @@ DOCKER_SOCK = "/var/run/docker.sock"
 def spec_doc(name: str) -> dict[str, object]:
     return {
         "name": name, "target": "swarm", "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "healthcheck": health_check(),
         "replicas": {"min": 1, "max": 4, "initial": 1}, "stop_grace_period": "1s",
     }
 

@@ -25,7 +25,7 @@ from scalewise import history, orchestrators
 from scalewise.audit import Trigger
 from scalewise.errors import NotFoundError, PermanentError, RolloutFailed, SpecError, StaleObservation
 from scalewise.local import LocalServer
-from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, unique_name
+from tests.support.docker_env import IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, health_check, unique_name
 
 pytestmark = [pytest.mark.swarm, pytest.mark.prefect]
 
@@ -35,7 +35,7 @@ def spec_doc(name: str) -> dict[str, object]:
         "name": name,
         "target": "swarm",
         "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "healthcheck": health_check(),
         "replicas": {"min": 1, "max": 4, "initial": 2},
         "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
         "stop_grace_period": "1s",

@@ -22,7 +22,7 @@ import yaml
 from flows.deploy import deploy
 from scalewise import history, orchestrators
 from scalewise.local import LocalServer
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.docker_env import IMAGE_V1, health_check, unique_name
 
 pytestmark = [pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +227,7 @@ def test_docker_worker_runs_a_scale_flow_in_the_image(
 def swarm_spec(name: str) -> dict[str, Any]:
     return {
         "name": name, "target": "swarm", "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "healthcheck": health_check(),
         "replicas": {"min": 1, "max": 4, "initial": 1},
         "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
         "stop_grace_period": "1s",

@@ -20,7 +20,7 @@ from scalewise.local import LocalServer
 from scalewise.orchestrators.engine import EngineOrchestrator
 from scalewise.orchestrators.engine.containers import Containers
 from scalewise.spec import parse_workload
-from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, unique_name
+from tests.support.docker_env import IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, health_check, unique_name
 from tests.support.prefect_env import task_runs
 from tests.support.target_engine import replica_ids
 from tests.support.targets import docker_cli
@@ -33,7 +33,7 @@ def spec_doc(name: str) -> dict[str, Any]:
         "name": name,
         "target": "docker",
         "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "5s", "retries": 3},
+        "healthcheck": health_check(timeout_s=5, retries=3),
         "replicas": {"min": 1, "max": 4, "initial": 3},
         "update": {"parallelism": 2, "order": "start-first", "monitor": "1s", "timeout": "120s"},
         "stop_grace_period": "1s",

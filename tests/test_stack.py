@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, IMAGE_V2, ROOT, unique_name
+from tests.support.docker_env import IMAGE_V1, IMAGE_V2, ROOT, health_check, unique_name
 from tests.support.procs import wait_until
 
 # `up` (and, when the test setup has not built them, the image builds) counts against the first test
@@ -194,7 +194,7 @@ def test_alert_fires_and_a_worker_scales_the_swarm_service(stack: Stack) -> None
         "name": unique_name("stk"), "target": "swarm", "image": IMAGE_V1,
         # a check that rides out a loaded machine (ci12 under stress-ng: 1 s checks timed out twice in a
         # row and Swarm counted 0 healthy replicas of a service that was serving)
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "5s", "retries": 3},
+        "healthcheck": health_check(timeout_s=5, retries=3),
         "replicas": {"min": 1, "max": 4, "initial": 1},
         "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
         "stop_grace_period": "1s",
@@ -267,7 +267,7 @@ def test_killing_the_worker_in_a_rolling_update(stack: Stack) -> None:
         "name": unique_name("stf"), "target": "swarm", "image": IMAGE_V1,
         # a check that rides out a loaded machine (ci12 under stress-ng: 1 s checks timed out twice in a
         # row and Swarm counted 0 healthy replicas of a service that was serving)
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "5s", "retries": 3},
+        "healthcheck": health_check(timeout_s=5, retries=3),
         "replicas": {"min": 2, "max": 4, "initial": 2},
         # slow enough to be interrupted: each replica is replaced start-first, then watched 4 s
         "update": {"parallelism": 1, "order": "start-first", "monitor": "4s", "delay": "4s", "timeout": "180s",

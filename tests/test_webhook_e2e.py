@@ -24,7 +24,7 @@ from scalewise.local import LocalServer
 from scalewise.webhook.app import create_app
 from scalewise.webhook.config import Credentials, parse_config
 from tests.support.alertmanager_env import start_alertmanager
-from tests.support.docker_env import HTTP_CHECK, IMAGE_V1, unique_name
+from tests.support.docker_env import IMAGE_V1, health_check, unique_name
 from tests.support.prefect_env import Served
 from tests.support.procs import wait_until
 from tests.support.prom_env import start_prometheus
@@ -58,7 +58,7 @@ def swarm_workload(docker_engine: None, prefect_server: LocalServer, workloads_d
         "name": name,
         "target": "swarm",
         "image": IMAGE_V1,
-        "healthcheck": {"command": HTTP_CHECK, "interval": "1s", "timeout": "1s", "retries": 2},
+        "healthcheck": health_check(),
         "replicas": {"min": 1, "max": 4, "initial": 1},
         "update": {"parallelism": 1, "order": "start-first", "monitor": "2s", "timeout": "60s"},
         "stop_grace_period": "1s",

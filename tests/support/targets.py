@@ -20,7 +20,7 @@ from scalewise.model import WorkloadState
 from scalewise.orchestrators.base import Orchestrator
 from scalewise.revisions import plan_rollback
 from scalewise.spec import WorkloadSpec
-from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, unique_name
+from tests.support.docker_env import IMAGE_BROKEN, IMAGE_V1, health_check, unique_name
 
 #: Label put on every test workload so leftovers can be found by hand (``scalewise.`` is reserved).
 TEST_SPEC_LABEL = "scalewise-test"
@@ -62,7 +62,7 @@ def roll_back(orch: Orchestrator, spec: WorkloadSpec, to_revision: int | None = 
 def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Callable[..., WorkloadSpec]:
     """``make_spec(name=None, replicas=1, image=IMAGE_V1, healthcheck=True, **update_overrides)``.
 
-    Fast settings for a 2-core test machine: health checks every 1s (5s timeout, 3 retries: a check
+    Fast settings for a 2-core test machine: health checks every CHECK_INTERVAL_S (5s timeout, 3 retries: a check
     can take seconds on a loaded machine), a 2s update monitor window, 1s stop
     grace period, start-first one-at-a-time rolling updates with native rollback. ``fixed`` adds
     target-specific top-level fields (e.g. ``kubernetes={...}``).
@@ -97,7 +97,7 @@ def spec_factory(target: str, created: list[WorkloadSpec], **fixed: Any) -> Call
             **fixed,
         }
         if healthcheck:
-            data["healthcheck"] = {"command": HTTP_CHECK, "interval": 1, "timeout": 5, "retries": 3}
+            data["healthcheck"] = health_check(timeout_s=5, retries=3)
         spec = WorkloadSpec.model_validate(data)
         created.append(spec)
         return spec
