@@ -24,7 +24,15 @@ from scalewise.orchestrators.swarm import (
     map_docker_error,
 )
 from scalewise.revisions import plan_rollback
-from tests.support.docker_env import HTTP_CHECK, IMAGE_BROKEN, IMAGE_V1, IMAGE_V2, IMAGE_V3, unique_name
+from tests.support.docker_env import (
+    CHECK_INTERVAL_S,
+    HTTP_CHECK,
+    IMAGE_BROKEN,
+    IMAGE_V1,
+    IMAGE_V2,
+    IMAGE_V3,
+    unique_name,
+)
 from tests.support.targets import TargetHarness, roll_back
 
 NS = 1_000_000_000
@@ -237,7 +245,7 @@ def test_native_update_and_rollback_config_are_set(
     assert svc["RollbackConfig"] == {**expected, "FailureAction": "pause"}
     cspec = svc["TaskTemplate"]["ContainerSpec"]
     assert cspec["Healthcheck"]["Test"] == ["CMD-SHELL", HTTP_CHECK]
-    assert cspec["Healthcheck"]["Interval"] == NS
+    assert cspec["Healthcheck"]["Interval"] == CHECK_INTERVAL_S * NS
     assert cspec["Healthcheck"]["Retries"] == 3  # tests.support.targets: 3 retries, 5 s timeout
     assert cspec["Healthcheck"]["Timeout"] == 5 * NS
     assert cspec["StopGracePeriod"] == NS
