@@ -19,13 +19,14 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from scalewise.local import start_server
 from tasks.locking import ensure_lock, lock_name
-from tests.support.prefect_env import free_port
+from tests.support.prefect_env import free_port, migrated_database
 
 
 @pytest.mark.prefect
 def test_held_lock_is_released_after_a_server_restart(tmp_path: Path) -> None:
     home, port = tmp_path / "prefect", free_port()
     db_home = Path(tempfile.mkdtemp(prefix="scalewise-test-pg-"))  # see tests/support/prefect_env.py
+    migrated_database(db_home)
     server = start_server(home, port=port, db_home=db_home, timeout_s=600)  # minutes on a loaded machine
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):

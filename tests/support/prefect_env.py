@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -18,15 +20,53 @@ from typing import Any
 
 import pytest
 
-from scalewise.local import LocalServer, start_server
+from scalewise.local import LocalServer, database_kind, local_postgres, pg_bindir, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Where the migrated template cluster is kept between sessions (see :func:`migrated_database`).
+TEMPLATE_HOME = Path(tempfile.gettempdir()) / "scalewise-test-pg-template"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def migrated_database(db_home: Path) -> None:
+    """Put a copy of a PostgreSQL cluster that holds Prefect's migrated schema under ``db_home``.
+
+    A new cluster costs initdb, Prefect's migrations and its block registration: 50-70 s at the start
+    of a loaded run for every xdist worker (all at once) and for each test that starts a server of its
+    own. The first caller builds a template once per Prefect and PostgreSQL version by starting a real
+    server on it (under a file lock: the xdist workers start together), and every caller copies it,
+    with a port and socket folder of its own. ``start_server`` then finds the schema at its head.
+    """
+    import prefect
+
+    if database_kind() != "postgres":
+        return
+    key = f"prefect-{prefect.__version__}-pg-{pg_bindir().parts[-2]}"
+    template = TEMPLATE_HOME / key
+    TEMPLATE_HOME.mkdir(parents=True, exist_ok=True)
+    with (TEMPLATE_HOME / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template / "ready").exists():
+            shutil.rmtree(template, ignore_errors=True)
+            server = start_server(template / "home", port=free_port(), timeout_s=600, db_home=template)
+            server.stop()
+            server.stop_database()
+            (template / "ready").touch()
+    source, copy = local_postgres(template), local_postgres(db_home)
+    db_home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(source.data_dir), str(copy.data_dir)], check=True, timeout=300)
+    (copy.data_dir / "postmaster.pid").unlink(missing_ok=True)
+    with (copy.data_dir / "postgresql.conf").open("a") as conf:  # the last setting wins
+        conf.write(f"unix_socket_directories = '{copy.data_dir}'\n")
+    settings = dict(json.loads(source.secret_file.read_text()), port=free_port())
+    fd = os.open(copy.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(settings, out)
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +76,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
     # PostgreSQL runs as Debian's `postgres` user: its data lives in a folder of its own under /tmp, not
     # under pytest's basetemp (0700, reset by every pytest start, which would lock a running cluster out).
     db_home = Path(tempfile.mkdtemp(prefix="scalewise-test-pg-"))
+    migrated_database(db_home)
     server = start_server(
         tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=600, db_home=db_home
     )
