@@ -80,6 +80,13 @@ class LocalPostgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
 
+    def write_settings(self, password: str, port: int) -> None:
+        """Keep the cluster's password and port in ``secret_file`` (mode 0600)."""
+        self.secret_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"password": password, "port": port}, out)
+
     def _settings(self) -> dict[str, str | int]:
         return dict(json.loads(self.secret_file.read_text()))
 
@@ -108,10 +115,7 @@ class LocalPostgres:
     def _init(self) -> None:
         self._prepare_dir()
         password = secrets.token_urlsafe(24)
-        self.secret_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"password": password, "port": free_port()}, out)
+        self.write_settings(password, free_port())
         pwfile = self.data_dir.parent / f".pw-{os.getpid()}"
         pwfile.write_text(password + "\n")
         try:

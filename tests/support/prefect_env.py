@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,11 @@ from typing import Any
 
 import pytest
 
-from scalewise.local import LocalServer, database_kind, local_postgres, pg_bindir, start_server
+from scalewise.local import LocalServer, database_kind, free_port, local_postgres, pg_bindir, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where the migrated template cluster is kept between sessions (see :func:`migrated_database`).
 TEMPLATE_HOME = Path(tempfile.gettempdir()) / "scalewise-test-pg-template"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def migrated_database(db_home: Path) -> None:
@@ -63,10 +56,7 @@ def migrated_database(db_home: Path) -> None:
     (copy.data_dir / "postmaster.pid").unlink(missing_ok=True)
     with (copy.data_dir / "postgresql.conf").open("a") as conf:  # the last setting wins
         conf.write(f"unix_socket_directories = '{copy.data_dir}'\n")
-    settings = dict(json.loads(source.secret_file.read_text()), port=free_port())
-    fd = os.open(copy.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(settings, out)
+    copy.write_settings(str(json.loads(source.secret_file.read_text())["password"]), free_port())
 
 
 @pytest.fixture(scope="session")
