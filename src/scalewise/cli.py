@@ -24,8 +24,16 @@ from scalewise.settings import DEFAULT_PREFECT_URL, enable_heartbeats, state_dir
 # Before Prefect is imported (it reads its settings then): the CLI's flow runs send heartbeats, so
 # a killed `scalewise rollout` is marked Crashed by the run_health automation.
 enable_heartbeats()
+# Start-up (issue 10: `--help` <= 0.5 s, `status` <= 1.0 s): pydantic looks for plugins in every installed
+# distribution's entry points the first time a model is built (tens of ms); the CLI uses none.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-app = typer.Typer(help="Elastic scaling and container orchestration as Prefect pipelines.", no_args_is_help=True)
+# Plain (click) help and usage errors: typer's rich help imports rich's markdown and traceback renderers
+# (~0.1 s of CPU on every `--help`); tables and errors of the commands still print with rich.
+app = typer.Typer(
+    help="Elastic scaling and container orchestration as Prefect pipelines.", no_args_is_help=True,
+    rich_markup_mode=None,
+)
 console = Console()
 err = Console(stderr=True)
 
