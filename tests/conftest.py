@@ -27,6 +27,24 @@ os.environ.pop("COLUMNS", None)
 # session's Prefect server on a CPU-bound 2-core machine. Inherited by the processes the tests start.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
+
+def _own_random_for_websockets() -> None:
+    """websockets draws each keepalive ping's payload from the global ``random`` module. A Prefect
+    client's event websocket pings from a background thread of the xdist worker, and Hypothesis warns
+    when the global state changes while a strategy draws ("Do not use the random module inside
+    strategies"): a different hypothesis test each run (ci18 test_spec, ci19 test_policy). The
+    websockets modules get a generator of their own (tests/unit/test_random_isolation.py)."""
+    import importlib
+    import random
+
+    for name in ("websockets.asyncio.connection", "websockets.sync.connection"):  # (legacy: unused, deprecated)
+        module = importlib.import_module(name)
+        if getattr(module, "random", None) is random:
+            module.random = random.Random()  # type: ignore[attr-defined]
+
+
+_own_random_for_websockets()
+
 #: Fixtures that start or need a real component (dockerd, Swarm, a Prefect server, Prometheus,
 #: Alertmanager, the Kubernetes control plane). A test using none of them is in the fast tier.
 COMPONENT_FIXTURES = frozenset(
