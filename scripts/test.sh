@@ -36,6 +36,9 @@ else
   echo "setup took $((SECONDS - t0))s"
 fi
 # Every check runs, so one report shows everything; the exit status is non-zero if any failed.
+# mypy's cache lives with the other caches, not in the checkout: a fresh clone on a warm machine checks
+# in ~1 s instead of ~27 s of CPU (mypy re-validates every cached module by its content hash).
+export MYPY_CACHE_DIR=${MYPY_CACHE_DIR:-${SCALEWISE_CACHE:-$HOME/.cache/scalewise}/mypy}
 status=0
 .venv/bin/ruff check . || status=1
 .venv/bin/mypy || status=1
