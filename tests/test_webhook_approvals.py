@@ -38,10 +38,12 @@ def probe(workload: str) -> Approval:
 
 
 class Paused:
-    """The probe flow running in a thread of this process (with the test server's settings)."""
+    """The probe flow running in a thread of this process (with the test server's settings); with
+    ``heartbeat_s`` its run sends flow-run heartbeats, as every served and CLI run does."""
 
-    def __init__(self, workload: str) -> None:
+    def __init__(self, workload: str, heartbeat_s: int | None = None) -> None:
         self.workload = workload
+        self.heartbeat_s = heartbeat_s
         self.result: Approval | None = None
         self.error: BaseException | None = None
         ctx = contextvars.copy_context()
@@ -50,8 +52,12 @@ class Paused:
         self.run = wait_for(self._paused, 120, f"the probe run of {workload} to pause")
 
     def _run(self) -> None:
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        updates = {} if self.heartbeat_s is None else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: self.heartbeat_s}
         try:
-            self.result = probe(workload=self.workload)
+            with temporary_settings(updates=updates):
+                self.result = probe(workload=self.workload)
         except BaseException as exc:
             self.error = exc
 
@@ -161,3 +167,41 @@ def test_the_caller_answers_by_workload_or_by_run_and_is_the_approver(
     assert (answer.approved, answer.approver, answer.comment) == (True, "webhook:approver", "ok")
     resp = post(approvals, "approver", {"workload": mine, "run": str(run.run.id)})  # answered already
     assert resp.status_code == 409 and "is not paused" in resp.json()["error"], resp.text
+
+
+def heartbeats_of(run_id: str) -> int:
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                       "resource": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 50}
+    resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30).raise_for_status()
+    return len(resp.json()["events"])
+
+
+def test_a_run_paused_past_the_zombie_window_stays_paused_then_goes_on(
+    approvals: httpx.Client, names: tuple[str, str]
+) -> None:
+    """A person may take minutes to answer. The paused run's process waits in ``pause_flow_run`` and
+    keeps sending heartbeats, so the run_health automation (Crashed 45 s after a run's last heartbeat)
+    never takes a slow answer for a dead process: held past 45 s plus a heartbeat period it is still
+    Paused, its heartbeats are recorded, and it goes on when answered."""
+    import time
+
+    from scalewise.settings import HEARTBEAT_S
+
+    mine, _ = names
+    run = Paused(mine, heartbeat_s=HEARTBEAT_S)
+    held_s = 45 + HEARTBEAT_S + 5
+    until = time.monotonic() + held_s
+    while time.monotonic() < until:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.run.id).state
+        assert state is not None and state.is_paused(), f"after {held_s - (until - time.monotonic()):.0f}s: {state}"
+        time.sleep(2)
+    # the automation was armed: heartbeats went on during the pause (one at the start, then every HEARTBEAT_S)
+    beats = wait_for(lambda: heartbeats_of(str(run.run.id)) >= 3 or None, 60, "three heartbeats of the paused run")
+    assert beats
+    resp = post(approvals, "approver", {"workload": mine, "run": str(run.run.id), "comment": "took my time"})
+    assert resp.status_code == 200 and resp.json()["decision"] == "approved", resp.text
+    answer = run.answer()
+    assert (answer.approved, answer.comment) == (True, "took my time")
