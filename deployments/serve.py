@@ -1,8 +1,9 @@
 """Serve every scalewise operation as a Prefect deployment (runs from the UI, CLI, webhook, automations).
 
-Usage: python deployments/serve.py [--deploy WORKLOAD ...] [--poll SECONDS]
+Usage: python deployments/serve.py [--deploy WORKLOAD ...] [--poll SECONDS] [--limit N] [--drain SECONDS]
 The deployment names match prefect.yaml ("<flow>/scalewise"), so either way of running them works, one
 at a time: serving takes over deployments that `prefect deploy` bound to a work pool (see take_over).
+SIGTERM drains: no new run is taken, the runs in flight finish (up to --drain seconds), then it stops.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ DEPLOYMENT_NAME = "scalewise"
 #: but 20 runs at once on 2 cores waited on the CPU and each other's workload locks instead
 #: (bench/webhook_bench.py request -> write p50 at 1/s 35 s -> 91 s, at 5/s 46 s -> 48 s; session 5 note).
 RUN_LIMIT = 5
+#: On SIGTERM, how long the runs in flight may take to finish before they are cancelled (Prefect's own
+#: shutdown cancels them at once, leaving a rolling update half-done for the next operation to repair).
+#: Give the process a stop timeout above it (``docker stop -t``, systemd's TimeoutStopSec).
+DRAIN_S = 60.0
 OPERATIONS: list[Any] = [
     deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest, analyze,
     canary, promote, abort,
@@ -58,7 +63,43 @@ def runner_deployments() -> list[Any]:
     return [f.to_deployment(**deployment_options(f)) for f in OPERATIONS]
 
 
-def serve_in_memory(query_seconds: float, limit: int = RUN_LIMIT) -> None:
+def draining_runner(drain_s: float, **options: Any) -> Any:
+    """A Prefect ``Runner`` that drains on SIGTERM: it stops polling at once (no new run is taken), waits
+    up to ``drain_s`` for the runs in flight (each until its process exits), then stops as Prefect's
+    runner does, cancelling what is still running. A second SIGTERM changes nothing; SIGKILL still kills."""
+    import asyncio
+    import sys
+    import time
+
+    from prefect.runner import Runner
+
+    class DrainingRunner(Runner):
+        def in_flight(self) -> int:
+            """Runs submitted and not yet finished (the poller's own count: Pending until the process exits)."""
+            return len(self._scheduled_run_poller._submitting_flow_run_ids)
+
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            if not self.started or self.stopping or self._loop is None:
+                sys.exit(0)
+            self.stopping = True  # Runner: no more polls
+            self._scheduled_run_poller.stopping = True
+            print(f"serve.py: SIGTERM, draining: no new runs; {self.in_flight()} in flight may take up to "
+                  f"{drain_s:g}s", flush=True)
+            self.execute_in_background(self._drain_then_stop)
+
+        async def _drain_then_stop(self) -> None:
+            deadline = time.monotonic() + drain_s
+            while self.in_flight() and time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+            left = self.in_flight()
+            print(f"serve.py: drained ({left} run(s) still in flight, cancelled)" if left else "serve.py: drained",
+                  flush=True)
+            await self.astop()
+
+    return DrainingRunner(**options)
+
+
+def serve_in_memory(query_seconds: float, limit: int = RUN_LIMIT, drain_s: float = DRAIN_S) -> None:
     """Prefect's ``serve()``, with each flow registered in memory (``Runner.add_flow``).
 
     ``prefect.serve(*deployments)`` registers deployments only, so the runner starts every run with
@@ -68,9 +109,8 @@ def serve_in_memory(query_seconds: float, limit: int = RUN_LIMIT) -> None:
     import asyncio
 
     from prefect.exceptions import TerminationSignal
-    from prefect.runner import Runner
 
-    runner = Runner(pause_on_shutdown=True, query_seconds=query_seconds, limit=limit)
+    runner = draining_runner(drain_s, pause_on_shutdown=True, query_seconds=query_seconds, limit=limit)
     for f in OPERATIONS:
         runner.add_flow(f, **deployment_options(f))
     try:
@@ -111,9 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deploy", action="append", default=[], metavar="WORKLOAD", help="deploy first")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls for scheduled runs")
     parser.add_argument("--limit", type=int, default=RUN_LIMIT, help=f"runs at once (default {RUN_LIMIT})")
+    parser.add_argument("--drain", type=float, default=DRAIN_S,
+                        help=f"on SIGTERM, seconds the runs in flight may take to finish (default {DRAIN_S:g})")
     args = parser.parse_args(argv)
     if args.limit < 1:  # refused before anything is deployed or registered
         parser.error(f"--limit must be at least 1, not {args.limit}")
+    if not 0 <= args.drain <= 3600:
+        parser.error(f"--drain must be between 0 and 3600 seconds, not {args.drain:g}")
     # Served runs are child processes: they read this when they start, and send heartbeats; the
     # run_health automation marks a run whose process died Crashed.
     enable_heartbeats()
@@ -134,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         cancelled = []
     if cancelled:
         print(f"serve.py: cancelled {len(cancelled)} due autoscale runs of a backlog (the newest acts)", flush=True)
-    serve_in_memory(args.poll, args.limit)
+    serve_in_memory(args.poll, args.limit, args.drain)
 
 
 if __name__ == "__main__":

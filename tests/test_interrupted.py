@@ -215,6 +215,49 @@ def test_a_killed_served_rollout_is_visible_crashed_and_taken_over(
         srv.stop()
 
 
+def test_a_sigtermed_runner_finishes_the_rollout_in_flight_and_takes_no_new_run(
+    workload: WorkloadSpec, prefect_server: LocalServer, workloads_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM to serve.py alone (what ``docker stop`` or systemd sends the main process) in the middle of a
+    served rollout: the runner takes no new run, lets the rollout finish (it drains up to ``--drain``), then
+    exits. The rollout ends Completed with its record succeeded, not cancelled half-done; a run created
+    after the signal stays Scheduled for the next runner."""
+    from prefect.deployments import run_deployment
+
+    spec = workload
+    monkeypatch.setenv("SCALEWISE_AUTOSCALE_INTERVAL", "off")
+    srv = Served(prefect_server.api_url, workloads_dir, tmp_path / "serve.log")
+    try:
+        srv.wait_registered(["rolling-update/scalewise", "scale/scalewise"])
+        with ReadyFloor(spec) as floor:
+            rollout: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call: a FlowRun
+                "rolling-update/scalewise", parameters={"workload": spec.name, "image": IMAGE_V2}, timeout=0,
+            )
+            wait_for(lambda: running_with(spec.name, IMAGE_V2) >= 1, 120, "a first new replica", srv.log)
+            assert running_with(spec.name, IMAGE_V1) >= 1  # mid-rollout
+            os.kill(srv.proc.pid, signal.SIGTERM)  # the runner only: its runs' processes get no signal
+            wait_for(lambda: "draining" in srv.log.read_text(errors="replace"), 30, "serve.py to start draining",
+                     srv.log)
+            later: FlowRun = run_deployment(  # type: ignore[assignment]
+                "scale/scalewise", parameters={"workload": spec.name, "replicas": REPLICAS + 1}, timeout=0,
+            )
+            srv.proc.wait(timeout=180)  # the rollout (~20 s here) is well inside the 60 s default drain
+        log = srv.log.read_text(errors="replace")
+        assert "serve.py: drained" in log and "still in flight" not in log, log[-3000:]
+        done = flow_run(str(rollout.id))
+        assert done.state is not None and done.state.is_completed(), done.state
+        mine = [r for r in records(spec.name) if r.operation == "rolling-update"]
+        assert [r.outcome for r in mine] == ["succeeded"], mine
+        state = EngineOrchestrator.from_env().read(spec)
+        assert (state.image, state.desired_replicas, state.ready_replicas) == (IMAGE_V2, REPLICAS, REPLICAS), state
+        waiting = flow_run(str(later.id))
+        assert waiting.state is not None and waiting.state.is_scheduled(), waiting.state
+        assert floor.samples and min(floor.samples) >= REPLICAS, floor.samples
+    finally:
+        srv.stop()
+
+
 def test_a_sigkilled_cli_canary_is_visible_crashed_and_rerun_promotes(
     workload: WorkloadSpec, prefect_server: LocalServer, workloads_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
