@@ -39,7 +39,8 @@ DEPLOYMENT_NAME = "scalewise"
 RUN_LIMIT = 5
 #: On SIGTERM, how long the runs in flight may take to finish before they are cancelled (Prefect's own
 #: shutdown cancels them at once, leaving a rolling update half-done for the next operation to repair).
-#: Give the process a stop timeout above it (``docker stop -t``, systemd's TimeoutStopSec).
+#: Give the process a stop timeout above it (``docker stop -t``; a systemd unit: TimeoutStopSec, and
+#: KillMode=mixed so that only serve.py gets the SIGTERM, not the runs' processes).
 DRAIN_S = 60.0
 OPERATIONS: list[Any] = [
     deploy, scale, scale_out, scale_in, rolling_update, rollback, autoscale, train_forecast, backtest, analyze,
@@ -64,30 +65,42 @@ def runner_deployments() -> list[Any]:
 
 
 def draining_runner(drain_s: float, **options: Any) -> Any:
-    """A Prefect ``Runner`` that drains on SIGTERM: it stops polling at once (no new run is taken), waits
-    up to ``drain_s`` for the runs in flight (each until its process exits), then stops as Prefect's
-    runner does, cancelling what is still running. A second SIGTERM changes nothing; SIGKILL still kills."""
+    """A Prefect ``Runner`` that drains on SIGTERM: it takes no new run from then on (a poll already under
+    way submits nothing either), waits up to ``drain_s`` for the runs in flight (each until its process
+    exits), then stops as Prefect's runner does, cancelling what is still running. Another SIGTERM while
+    draining changes nothing; SIGKILL still kills. SIGINT (Ctrl-C, sent to the whole process group, runs
+    included) is not drained. Prefect internals used here are checked by tests/unit/test_serve_drain.py."""
     import asyncio
     import sys
     import time
 
     from prefect.runner import Runner
 
+    async def submit_nothing(*args: Any, **kwargs: Any) -> None:
+        """Stands in for the poller's submission once draining: the runs it fetched stay Scheduled."""
+
     class DrainingRunner(Runner):
+        draining = False
+
         def in_flight(self) -> int:
             """Runs submitted and not yet finished (the poller's own count: Pending until the process exits)."""
             return len(self._scheduled_run_poller._submitting_flow_run_ids)
 
         def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            if self.draining:
+                return
             if not self.started or self.stopping or self._loop is None:
                 sys.exit(0)
-            self.stopping = True  # Runner: no more polls
-            self._scheduled_run_poller.stopping = True
-            print(f"serve.py: SIGTERM, draining: no new runs; {self.in_flight()} in flight may take up to "
-                  f"{drain_s:g}s", flush=True)
-            self.execute_in_background(self._drain_then_stop)
+            self.draining = True
+            self.stopping = True
+            poller = self._scheduled_run_poller
+            poller.stopping = True  # the poll loop fetches nothing more
+            poller._submit_scheduled_flow_runs = submit_nothing  # type: ignore[method-assign]  # nor a fetch under way
+            self.execute_in_background(self._drain_then_stop).add_done_callback(self._stopped)
 
         async def _drain_then_stop(self) -> None:
+            print(f"serve.py: SIGTERM, draining: no new runs; {self.in_flight()} in flight may take up to "
+                  f"{drain_s:g}s", flush=True)
             deadline = time.monotonic() + drain_s
             while self.in_flight() and time.monotonic() < deadline:
                 await asyncio.sleep(0.25)
@@ -95,6 +108,10 @@ def draining_runner(drain_s: float, **options: Any) -> Any:
             print(f"serve.py: drained ({left} run(s) still in flight, cancelled)" if left else "serve.py: drained",
                   flush=True)
             await self.astop()
+
+        def _stopped(self, done: Any) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                print(f"serve.py: stopping failed: {done.exception()!r}", flush=True)
 
     return DrainingRunner(**options)
 

@@ -178,30 +178,44 @@ def heartbeats_of(run_id: str) -> int:
     return len(resp.json()["events"])
 
 
+def zombie_window_s() -> float:
+    """``within`` of the run_health automation that marks a silent run Crashed (deployments/automations.yaml)."""
+    from deployments.apply_automations import load
+
+    (rule,) = [a for a in load(section="run_health") if a["name"] == "scalewise-crash-zombie-flow-runs"]
+    return float(rule["trigger"]["within"])
+
+
 def test_a_run_paused_past_the_zombie_window_stays_paused_then_goes_on(
     approvals: httpx.Client, names: tuple[str, str]
 ) -> None:
     """A person may take minutes to answer. The paused run's process waits in ``pause_flow_run`` and
     keeps sending heartbeats, so the run_health automation (Crashed 45 s after a run's last heartbeat)
-    never takes a slow answer for a dead process: held past 45 s plus a heartbeat period it is still
-    Paused, its heartbeats are recorded, and it goes on when answered."""
+    never takes a slow answer for a dead process: held past that window plus a heartbeat period it is
+    still Paused, its heartbeats are recorded, and it goes on when answered."""
     import time
 
     from scalewise.settings import HEARTBEAT_S
 
     mine, _ = names
     run = Paused(mine, heartbeat_s=HEARTBEAT_S)
-    held_s = 45 + HEARTBEAT_S + 5
-    until = time.monotonic() + held_s
-    while time.monotonic() < until:
-        with get_client(sync_client=True) as client:
-            state = client.read_flow_run(run.run.id).state
-        assert state is not None and state.is_paused(), f"after {held_s - (until - time.monotonic()):.0f}s: {state}"
-        time.sleep(2)
-    # the automation was armed: heartbeats went on during the pause (one at the start, then every HEARTBEAT_S)
-    beats = wait_for(lambda: heartbeats_of(str(run.run.id)) >= 3 or None, 60, "three heartbeats of the paused run")
-    assert beats
-    resp = post(approvals, "approver", {"workload": mine, "run": str(run.run.id), "comment": "took my time"})
-    assert resp.status_code == 200 and resp.json()["decision"] == "approved", resp.text
-    answer = run.answer()
-    assert (answer.approved, answer.comment) == (True, "took my time")
+    answered = False
+    try:
+        held_s = zombie_window_s() + HEARTBEAT_S + 5
+        until = time.monotonic() + held_s
+        while time.monotonic() < until:
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(run.run.id).state
+            assert state is not None and state.is_paused(), f"after {held_s - (until - time.monotonic()):.0f}s: {state}"
+            time.sleep(2)
+        # the automation was armed: heartbeats went on during the pause (at the start, then every HEARTBEAT_S)
+        wait_for(lambda: heartbeats_of(str(run.run.id)) >= 3, 60, "three heartbeats of the paused run")
+        resp = post(approvals, "approver", {"workload": mine, "run": str(run.run.id), "comment": "took my time"})
+        assert resp.status_code == 200 and resp.json()["decision"] == "approved", resp.text
+        answered = True
+        answer = run.answer()
+        assert (answer.approved, answer.comment) == (True, "took my time")
+    finally:
+        if not answered:  # never leave a paused run of the module's workload behind
+            post(approvals, "approver", {"workload": mine, "approve": False, "comment": "cleanup"})
+            run.thread.join(60)

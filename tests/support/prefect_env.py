@@ -103,12 +103,12 @@ def workloads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 class Served:
     """``deployments/serve.py`` running as a subprocess against the test server."""
 
-    def __init__(self, api_url: str, workloads: Path, log: Path) -> None:
+    def __init__(self, api_url: str, workloads: Path, log: Path, *args: str) -> None:
         env = dict(os.environ, PREFECT_API_URL=api_url, SCALEWISE_WORKLOADS=str(workloads))
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "deployments" / "serve.py"), "--poll", "1"],
+                [sys.executable, str(ROOT / "deployments" / "serve.py"), "--poll", "1", *args],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 

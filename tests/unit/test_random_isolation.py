@@ -8,6 +8,7 @@ import random
 import threading
 import time
 
+import websockets.asyncio.connection
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -35,10 +36,13 @@ def test_websocket_keepalive_pings_leave_the_global_random_state_alone() -> None
     thread.start()
     try:
         assert pinging.wait(10), "the websocket did not connect"
-        before = random.getstate()
+        own = websockets.asyncio.connection.random
+        assert own is not random, "tests/conftest.py gave websockets no generator of its own"
+        before, own_before = random.getstate(), own.getstate()
         time.sleep(0.3)  # ~150 keepalive pings
-        after = random.getstate()
+        after, own_after = random.getstate(), own.getstate()
     finally:
         stop.set()
         thread.join(10)
+    assert own_before != own_after, "no keepalive ping was sent: the test proved nothing"
     assert before == after
