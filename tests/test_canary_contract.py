@@ -240,6 +240,11 @@ def test_swarm_canary_is_a_marked_service_sharing_the_stable_alias_labels_and_ne
         deployed(orch, spec)
         added = docker_cli("service", "update", "--detach", "--network-add", network, spec.name, timeout=60)
         assert added.returncode == 0, added.stderr
+        # --detach: Swarm starts that update a moment later, and its "updating" then "completed" bump the
+        # service's version. The tasks count as current throughout (the network is not in ContainerSpec),
+        # so a convergence wait can return before the update begins (ci23: 3293 read, then 3295): wait
+        # for the update to complete before taking the version the canary must leave alone.
+        wait_until(lambda: orch.read(spec).update_state == "completed", "the network update to complete", WAIT_S)
         assert orch.wait_converged(spec, timeout_s=WAIT_S, poll_s=0.5).converged
         before = orch.read(spec)
         orch.set_canary(spec, spec.with_image(IMAGE_V2), 50)
