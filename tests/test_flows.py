@@ -117,15 +117,13 @@ def test_scenario_is_audited_with_trigger_before_after_and_reason(workload: str)
 def wait_for_events(workload: str, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
     import time
 
-    import httpx
-    from prefect.settings import PREFECT_API_URL
+    from tests.support.prefect_env import read_events
 
-    body = {"filter": {"resource": {"id": [f"scalewise.workload.{workload}"]}, "order": "ASC"}, "limit": 50}
     deadline = time.monotonic() + timeout_s
     events: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10).raise_for_status()
-        events = [e for e in resp.json()["events"] if e["event"].startswith("scalewise.action.")]
+        stored = read_events({"resource": {"id": [f"scalewise.workload.{workload}"]}})
+        events = [e for e in stored if e["event"].startswith("scalewise.action.")]
         if len(events) >= count:
             return events
         time.sleep(0.5)

@@ -21,6 +21,7 @@ from scalewise.local import LocalServer
 from scalewise.webhook.config import Credentials
 from tasks.approval import request_approval
 from tests.support.docker_env import unique_name
+from tests.support.prefect_env import read_events
 from tests.support.procs import wait_for
 from tests.support.webhook_env import UvicornThread, base_config
 
@@ -170,12 +171,8 @@ def test_the_caller_answers_by_workload_or_by_run_and_is_the_approver(
 
 
 def heartbeats_of(run_id: str) -> int:
-    from prefect.settings import PREFECT_API_URL
-
-    body = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
-                       "resource": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 50}
-    resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30).raise_for_status()
-    return len(resp.json()["events"])
+    return len(read_events({"event": {"name": ["prefect.flow-run.heartbeat"]},
+                            "resource": {"id": [f"prefect.flow-run.{run_id}"]}}))
 
 
 def zombie_window_s() -> float:

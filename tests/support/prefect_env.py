@@ -157,6 +157,16 @@ def forget_project_deployments() -> None:
             client.delete_flow_run(run.id)
 
 
+def read_events(filter_: dict[str, Any], limit: int = 50) -> list[dict[str, Any]]:
+    """Events stored by the current Prefect API (``POST /events/filter``), as JSON, oldest first."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"filter": {**filter_, "order": "ASC"}, "limit": limit}
+    resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30).raise_for_status()
+    return list(resp.json()["events"])
+
+
 def task_runs(flow_run_id: str) -> list[Any]:
     """Every task run of a flow run (Prefect's TaskRun objects)."""
     from prefect.client.orchestration import get_client
