@@ -9,9 +9,13 @@ SIGTERM drains: no new run is taken, the runs in flight finish (up to --drain se
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
+import time
 from typing import Any
 
 from apply_automations import apply_run_health  # sibling file (deployments/ is on sys.path)
+from prefect.runner import Runner
 from triggers import declared  # deployments/triggers.py (sibling)
 from warm_start import enable as warm_start  # sibling file
 
@@ -64,56 +68,52 @@ def runner_deployments() -> list[Any]:
     return [f.to_deployment(**deployment_options(f)) for f in OPERATIONS]
 
 
-def draining_runner(drain_s: float, **options: Any) -> Any:
+async def _submit_nothing(*args: Any, **kwargs: Any) -> None:
+    """Stands in for the poller's submission once draining: the runs it fetched stay Scheduled."""
+
+
+class DrainingRunner(Runner):
     """A Prefect ``Runner`` that drains on SIGTERM: it takes no new run from then on (a poll already under
     way submits nothing either), waits up to ``drain_s`` for the runs in flight (each until its process
     exits), then stops as Prefect's runner does, cancelling what is still running. Another SIGTERM while
     draining changes nothing; SIGKILL still kills. SIGINT (Ctrl-C, sent to the whole process group, runs
     included) is not drained. Prefect internals used here are checked by tests/unit/test_serve_drain.py."""
-    import asyncio
-    import sys
-    import time
 
-    from prefect.runner import Runner
+    def __init__(self, drain_s: float = DRAIN_S, **options: Any) -> None:
+        super().__init__(**options)
+        self.drain_s = drain_s
+        self.draining = False
 
-    async def submit_nothing(*args: Any, **kwargs: Any) -> None:
-        """Stands in for the poller's submission once draining: the runs it fetched stay Scheduled."""
+    def in_flight(self) -> int:
+        """Runs submitted and not yet finished (the poller's own count: Pending until the process exits)."""
+        return len(self._scheduled_run_poller._submitting_flow_run_ids)
 
-    class DrainingRunner(Runner):
-        draining = False
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        if self.draining:
+            return
+        if not self.started or self.stopping or self._loop is None:
+            sys.exit(0)
+        self.draining = True
+        self.stopping = True
+        poller = self._scheduled_run_poller
+        poller.stopping = True  # the poll loop fetches nothing more
+        poller._submit_scheduled_flow_runs = _submit_nothing  # type: ignore[method-assign]  # nor a fetch under way
+        self.execute_in_background(self._drain_then_stop).add_done_callback(self._stopped)
 
-        def in_flight(self) -> int:
-            """Runs submitted and not yet finished (the poller's own count: Pending until the process exits)."""
-            return len(self._scheduled_run_poller._submitting_flow_run_ids)
+    async def _drain_then_stop(self) -> None:
+        print(f"serve.py: SIGTERM, draining: no new runs; {self.in_flight()} in flight may take up to "
+              f"{self.drain_s:g}s", flush=True)
+        deadline = time.monotonic() + self.drain_s
+        while self.in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+        left = self.in_flight()
+        print(f"serve.py: drained ({left} run(s) still in flight, cancelled)" if left else "serve.py: drained",
+              flush=True)
+        await self.astop()
 
-        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
-            if self.draining:
-                return
-            if not self.started or self.stopping or self._loop is None:
-                sys.exit(0)
-            self.draining = True
-            self.stopping = True
-            poller = self._scheduled_run_poller
-            poller.stopping = True  # the poll loop fetches nothing more
-            poller._submit_scheduled_flow_runs = submit_nothing  # type: ignore[method-assign]  # nor a fetch under way
-            self.execute_in_background(self._drain_then_stop).add_done_callback(self._stopped)
-
-        async def _drain_then_stop(self) -> None:
-            print(f"serve.py: SIGTERM, draining: no new runs; {self.in_flight()} in flight may take up to "
-                  f"{drain_s:g}s", flush=True)
-            deadline = time.monotonic() + drain_s
-            while self.in_flight() and time.monotonic() < deadline:
-                await asyncio.sleep(0.25)
-            left = self.in_flight()
-            print(f"serve.py: drained ({left} run(s) still in flight, cancelled)" if left else "serve.py: drained",
-                  flush=True)
-            await self.astop()
-
-        def _stopped(self, done: Any) -> None:
-            if not done.cancelled() and done.exception() is not None:
-                print(f"serve.py: stopping failed: {done.exception()!r}", flush=True)
-
-    return DrainingRunner(**options)
+    def _stopped(self, done: Any) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            print(f"serve.py: stopping failed: {done.exception()!r}", flush=True)
 
 
 def serve_in_memory(query_seconds: float, limit: int = RUN_LIMIT, drain_s: float = DRAIN_S) -> None:
@@ -123,11 +123,9 @@ def serve_in_memory(query_seconds: float, limit: int = RUN_LIMIT, drain_s: float
     ``python -m prefect.engine``, which loads the flow from its entrypoint in a new interpreter. With the
     flow in memory the runner starts the run from the flow object (``run_flow_in_subprocess``), which
     warm_start forks from a process that has imported everything already."""
-    import asyncio
-
     from prefect.exceptions import TerminationSignal
 
-    runner = draining_runner(drain_s, pause_on_shutdown=True, query_seconds=query_seconds, limit=limit)
+    runner = DrainingRunner(drain_s, pause_on_shutdown=True, query_seconds=query_seconds, limit=limit)
     for f in OPERATIONS:
         runner.add_flow(f, **deployment_options(f))
     try:

@@ -1,4 +1,4 @@
-"""serve.py's drain on SIGTERM (deployments/serve.py ``draining_runner``), driven without a server: the
+"""serve.py's drain on SIGTERM (deployments/serve.py ``DrainingRunner``), driven without a server: the
 runner's poller and its stop are stand-ins; the Prefect internals it relies on are checked to exist.
 The end-to-end case (a served rollout finishes after SIGTERM) is tests/test_interrupted.py."""
 
@@ -60,7 +60,7 @@ def loop() -> Iterator[Loop]:
 
 
 def runner(serve: Any, loop: Loop, drain_s: float, in_flight: int) -> tuple[Any, StandInPoller, list[float]]:
-    r = serve.draining_runner(drain_s)
+    r = serve.DrainingRunner(drain_s)
     poller = StandInPoller(in_flight)
     stopped: list[float] = []
 
